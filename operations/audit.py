@@ -1,0 +1,82 @@
+"""Writing the audit trail: one function, called by the code that makes the change."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from operations.models import AuditEvent, Operation
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks, and from where: frozen at request time and carried into tasks."""
+
+    user: object | None
+    ip: str | None = None
+    request_id: str = ""
+
+    @property
+    def username(self) -> str:
+        return getattr(self.user, "username", "") or ""
+
+    @classmethod
+    def from_request(cls, request) -> Actor:
+        user = request.user if getattr(request, "user", None) and request.user.is_authenticated else None
+        return cls(user=user, ip=client_ip(request), request_id=getattr(request, "request_id", ""))
+
+    @classmethod
+    def from_operation(cls, op: Operation) -> Actor:
+        return cls(user=op.user, ip=op.client_ip, request_id=op.request_id)
+
+
+def client_ip(request) -> str | None:
+    if settings.TRUST_X_FORWARDED_FOR:
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        if forwarded:
+            return forwarded.split(",")[0].strip() or None
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def record(
+    action: str,
+    *,
+    actor: Actor | None,
+    outcome: str = AuditEvent.Outcome.SUCCESS,
+    vm=None,
+    vm_name: str = "",
+    vm_uuid: str = "",
+    snapshot: str = "",
+    params: dict | None = None,
+    message: str = "",
+    operation: Operation | None = None,
+    stage: str = AuditEvent.Stage.REQUEST,
+    username: str = "",
+) -> AuditEvent:
+    """Append one audit event. ``vm`` may be a VMInfo or an Operation (name and UUID are taken)."""
+    if vm is not None:
+        is_operation = isinstance(vm, Operation)
+        vm_name = vm_name or (vm.vm_name if is_operation else vm.name)
+        vm_uuid = vm_uuid or (vm.vm_uuid if is_operation else vm.uuid)
+    user = actor.user if actor else None
+    return AuditEvent.objects.create(
+        user=user,
+        username=username or (actor.username if actor else ""),
+        client_ip=actor.ip if actor else None,
+        request_id=actor.request_id if actor else "",
+        action=action,
+        stage=stage,
+        vm_name=vm_name,
+        vm_uuid=vm_uuid,
+        snapshot=snapshot,
+        params=params or {},
+        outcome=outcome,
+        message=message[:2000],
+        operation=operation,
+    )

@@ -1,0 +1,126 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Operation(models.Model):
+    """One long operation on a VM: the API's Task resource and its history.
+
+    Kept forever (django-q2 prunes its own results; we never prune these).
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        FINISHED = "finished"
+        FAILED = "failed"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    kind = models.CharField(max_length=40)
+    vm_name = models.CharField(max_length=200)
+    vm_uuid = models.CharField(max_length=36, db_index=True)
+    snapshot = models.CharField(max_length=64, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    username = models.CharField(max_length=150, blank=True)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    progress = models.PositiveSmallIntegerField(null=True, blank=True)
+    message = models.TextField(blank=True)
+    target_uri = models.CharField(max_length=300, blank=True)
+    requested_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # host:pid of the worker running it, to tell a live task from an orphan.
+    worker = models.CharField(max_length=120, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        constraints = [
+            # One mutating operation per VM at a time, enforced by the database.
+            models.UniqueConstraint(
+                fields=["vm_uuid"],
+                condition=Q(status__in=["queued", "running"]),
+                name="one_active_operation_per_vm",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"task #{self.pk} {self.kind} on {self.vm_name}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    @property
+    def public_status(self) -> str:
+        """The API's word: ``running`` until the work ends."""
+        return "running" if self.is_active else self.status
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class AuditQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise PermissionError("Audit events are append-only.")
+
+    def delete(self):
+        raise PermissionError("Audit events are append-only.")
+
+
+class AuditEvent(models.Model):
+    """One append-only line of the audit trail. Never edited, never deleted
+    (the model refuses, and database triggers refuse too)."""
+
+    class Outcome(models.TextChoices):
+        SUCCESS = "success"
+        DENIED = "denied"
+        FAILED = "failed"
+
+    class Stage(models.TextChoices):
+        REQUEST = "request", "request"
+        RESULT = "result", "task result"
+        EVENT = "event", "event"
+
+    time = models.DateTimeField(auto_now_add=True, db_index=True)
+    # No database constraint: deleting a user must not touch the audit trail;
+    # the frozen username tells who it was.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    username = models.CharField(max_length=150, blank=True)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    action = models.CharField(max_length=40, db_index=True)
+    stage = models.CharField(max_length=10, choices=Stage.choices, default=Stage.REQUEST)
+    vm_name = models.CharField(max_length=200, blank=True)
+    vm_uuid = models.CharField(max_length=36, blank=True, db_index=True)
+    snapshot = models.CharField(max_length=64, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    message = models.TextField(blank=True)
+    operation = models.ForeignKey(
+        Operation, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="audit_events"
+    )
+    request_id = models.CharField(max_length=64, blank=True)
+
+    objects = AuditQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-time", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.time:%Y-%m-%d %H:%M:%S} {self.username or '-'} {self.action} {self.outcome}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise PermissionError("Audit events are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("Audit events are append-only.")

@@ -1,0 +1,289 @@
+"""Long operations: queue them (one per VM, enforced by the database), run them
+on django-q2 workers, record how they ended, and settle the ones whose worker died.
+
+django-q2 only delivers ``run(operation_id)``; the ``Operation`` row is the history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from operations import audit
+from operations.audit import Actor
+from operations.models import AuditEvent, Operation
+from vms.errors import AppError, Conflict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Kind:
+    run: Callable[[Operation, Progress], str]
+    # Decides how an operation whose worker died actually ended, from what libvirt
+    # shows: returns (finished?, message).
+    settle: Callable[[Operation], tuple[bool, str]] | None = None
+    label: str = ""
+
+
+KINDS: dict[str, Kind] = {}
+
+
+def register(name: str, *, label: str, settle=None):
+    def decorator(fn):
+        KINDS[name] = Kind(run=fn, settle=settle, label=label)
+        return fn
+
+    return decorator
+
+
+def describe(op: Operation) -> str:
+    kind = KINDS.get(op.kind)
+    what = kind.label if kind else op.kind
+    if op.snapshot:
+        what += f" {op.snapshot}"
+    who = f" by {op.username}" if op.username else ""
+    return f"task #{op.pk} ({what}{who})"
+
+
+# ---------------------------------------------------------------------------
+# Queueing
+
+
+def submit(kind: str, vm, *, actor: Actor, snapshot: str = "", params: dict | None = None, target_uri: str = "") -> Operation:
+    """Queue an operation on ``vm``; Conflict (409) if one is already queued or running there."""
+    for attempt in (1, 2):
+        try:
+            with transaction.atomic():
+                op = Operation.objects.create(
+                    kind=kind,
+                    vm_name=vm.name,
+                    vm_uuid=vm.uuid,
+                    snapshot=snapshot,
+                    params=params or {},
+                    user=actor.user,
+                    username=actor.username,
+                    client_ip=actor.ip,
+                    request_id=actor.request_id,
+                    target_uri=target_uri,
+                    message="Queued, waiting for a worker",
+                )
+                audit.record(
+                    kind, actor=actor, vm=vm, snapshot=snapshot, params=params, operation=op, message=f"Accepted as task #{op.pk}"
+                )
+                transaction.on_commit(
+                    lambda op_id=op.pk: async_task("operations.runner.run", op_id, task_name=f"operation-{op_id}")
+                )
+            return op
+        except IntegrityError:
+            blocking = Operation.objects.filter(vm_uuid=vm.uuid, status__in=Operation.ACTIVE).first()
+            if blocking is None or (attempt == 1 and settle_if_orphaned(blocking)):
+                continue
+            state = "queued" if blocking.status == Operation.Status.QUEUED else "running"
+            raise Conflict(
+                f"Another operation is {state} on {vm.name}: {describe(blocking)}. Wait for it to end, then try again."
+            ) from None
+    raise Conflict(f"Another operation is running on {vm.name}. Try again.")
+
+
+def active_operation(vm_uuid: str) -> Operation | None:
+    op = Operation.objects.filter(vm_uuid=vm_uuid, status__in=Operation.ACTIVE).first()
+    if op is not None and settle_if_orphaned(op):
+        return None
+    return op
+
+
+# ---------------------------------------------------------------------------
+# Running (inside a django-q2 worker)
+
+
+class Progress:
+    """Writes progress and message of one running operation."""
+
+    def __init__(self, op: Operation):
+        self.op = op
+
+    def __call__(self, percent: int | None = None, message: str | None = None) -> None:
+        fields = {}
+        if percent is not None:
+            self.op.progress = fields["progress"] = max(0, min(100, int(percent)))
+        if message is not None:
+            self.op.message = fields["message"] = message
+        if fields:
+            Operation.objects.filter(pk=self.op.pk).update(**fields)
+
+    @contextlib.contextmanager
+    def phase(self, message: str, estimate: float | None, start: int = 0, end: int = 95):
+        """Run a step that libvirt reports no progress for (``savevm``, revert).
+
+        Progress moves from ``start`` toward ``end`` along the estimate (never
+        past ``end`` until the step returns); the message says it is an estimate.
+        """
+        stop = threading.Event()
+        began = time.monotonic()
+        suffix = f" (about {estimate:.0f} s, estimated from earlier runs)" if estimate else ""
+        self(start, message + suffix)
+
+        def tick():
+            try:
+                while not stop.wait(0.5):
+                    elapsed = time.monotonic() - began
+                    if estimate:
+                        self(start + (end - start) * min(1.0, elapsed / estimate), f"{message}: {elapsed:.0f} s elapsed{suffix}")
+                    else:
+                        self(None, f"{message}: {elapsed:.0f} s elapsed")
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=tick, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+
+def estimate_seconds(kind: str, vm_uuid: str, **match) -> float | None:
+    """Median duration of the last runs of ``kind`` on this VM (with the same params)."""
+    recent = Operation.objects.filter(
+        kind=kind, vm_uuid=vm_uuid, status=Operation.Status.FINISHED, started_at__isnull=False, finished_at__isnull=False
+    ).order_by("-finished_at")[:20]
+    durations = [op.duration for op in recent if all(op.params.get(k) == v for k, v in match.items())][:5]
+    return statistics.median(durations) if durations else None
+
+
+def _worker_id() -> str:
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
+
+
+def _start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def run(operation_id: int) -> None:
+    """django-q2 entry point."""
+    close_old_connections()
+    with transaction.atomic():
+        op = Operation.objects.select_for_update().filter(pk=operation_id).first()
+        if op is None or op.status != Operation.Status.QUEUED:
+            # Redelivered, or settled already: never act twice.
+            return
+        op.status = Operation.Status.RUNNING
+        op.started_at = timezone.now()
+        op.worker = _worker_id()
+        op.message = "Started"
+        op.save(update_fields=["status", "started_at", "worker", "message"])
+    kind = KINDS.get(op.kind)
+    try:
+        if kind is None:
+            raise AppError(f"Unknown operation kind {op.kind!r}.")
+        message = kind.run(op, Progress(op))
+    except AppError as exc:
+        _end(op, finished=False, message=exc.message)
+    except Exception as exc:  # noqa: BLE001 - the task must end with a reason, whatever happened
+        log.exception("operation %s failed", op.pk)
+        _end(op, finished=False, message=f"Unexpected error: {exc}")
+    else:
+        _end(op, finished=True, message=message)
+
+
+def _end(op: Operation, *, finished: bool, message: str) -> None:
+    with transaction.atomic():
+        op.status = Operation.Status.FINISHED if finished else Operation.Status.FAILED
+        op.finished_at = timezone.now()
+        op.message = message
+        if finished:
+            op.progress = 100
+        op.save(update_fields=["status", "finished_at", "message", "progress"])
+        audit.record(
+            op.kind,
+            actor=Actor.from_operation(op),
+            vm=op,
+            snapshot=op.snapshot,
+            params=op.params,
+            operation=op,
+            stage=AuditEvent.Stage.RESULT,
+            outcome=AuditEvent.Outcome.SUCCESS if finished else AuditEvent.Outcome.FAILED,
+            message=message,
+            username=op.username,
+        )
+
+
+# ---------------------------------------------------------------------------
+# Orphans: a worker killed mid-task (SIGKILL, timeout, host reboot)
+
+
+def _worker_alive(worker: str) -> bool:
+    host, _, rest = worker.partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another host's worker: only the timeout can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return _start_time(int(pid)) == started
+
+
+def is_orphaned(op: Operation, now=None) -> bool:
+    now = now or timezone.now()
+    if op.status == Operation.Status.RUNNING:
+        if op.worker and not _worker_alive(op.worker):
+            return True
+        return op.started_at is not None and op.started_at < now - timedelta(seconds=settings.TASK_TIMEOUT + 60)
+    if op.status == Operation.Status.QUEUED:
+        # The broker redelivers for `retry` seconds; after that nobody will run it.
+        return op.requested_at < now - timedelta(seconds=settings.Q_CLUSTER["retry"] * 2)
+    return False
+
+
+def settle_if_orphaned(op: Operation) -> bool:
+    """End ``op`` by what libvirt shows if its worker is gone. True if it was settled."""
+    if not is_orphaned(op):
+        return False
+    with transaction.atomic():
+        fresh = Operation.objects.select_for_update().get(pk=op.pk)
+        if not fresh.is_active or not is_orphaned(fresh):
+            return not fresh.is_active
+    kind = KINDS.get(op.kind)
+    finished, message = False, "The worker running this task stopped before it finished."
+    if kind and kind.settle:
+        try:
+            finished, detail = kind.settle(op)
+            message = f"{message} {detail}"
+        except AppError as exc:
+            message = f"{message} Could not check the VM afterwards: {exc.message}"
+    if op.status == Operation.Status.QUEUED:
+        finished, message = False, "This task was never picked up by a worker (is the qcluster running?)."
+    _end(op, finished=finished, message=message)
+    return True
+
+
+def settle_orphans() -> int:
+    """Periodic (django-q2 schedule) and at cluster start: end every orphaned operation."""
+    count = 0
+    for op in Operation.objects.filter(status__in=Operation.ACTIVE):
+        if settle_if_orphaned(op):
+            count += 1
+    return count

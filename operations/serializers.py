@@ -1,0 +1,66 @@
+from rest_framework import serializers
+
+from operations.models import AuditEvent, Operation
+
+
+class StrictSerializer(serializers.Serializer):
+    """Input serializer that refuses fields it does not know (a typo is an error, not a no-op)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"non_field_errors": ["Send a JSON object."]})
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {"non_field_errors": [f"Unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(self.fields)}."]}
+            )
+        return super().to_internal_value(data)
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    status = serializers.CharField(source="public_status", help_text="running until the work ends, then finished or failed")
+    vm = serializers.CharField(source="vm_name")
+    user = serializers.CharField(source="username")
+    progress = serializers.IntegerField(allow_null=True, help_text="0-100 where it can be known")
+
+    class Meta:
+        model = Operation
+        fields = [
+            "id",
+            "status",
+            "message",
+            "target_uri",
+            "progress",
+            "kind",
+            "vm",
+            "vm_uuid",
+            "snapshot",
+            "user",
+            "requested_at",
+            "started_at",
+            "finished_at",
+        ]
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    task = serializers.IntegerField(source="operation_id", allow_null=True)
+    user = serializers.CharField(source="username")
+
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "id",
+            "time",
+            "user",
+            "client_ip",
+            "action",
+            "stage",
+            "vm_name",
+            "vm_uuid",
+            "snapshot",
+            "params",
+            "outcome",
+            "message",
+            "task",
+            "request_id",
+        ]

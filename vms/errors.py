@@ -1,0 +1,43 @@
+"""The project's exceptions: each carries the HTTP status it answers with and a
+message a person understands. Services and the hypervisor gateway raise them;
+the API's exception handler and the HTML error middleware turn them into answers."""
+
+
+class AppError(Exception):
+    status = 500
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class Invalid(AppError):
+    """Bad input, or an operation that is impossible for this VM."""
+
+    status = 400
+
+
+class Forbidden(AppError):
+    status = 403
+
+
+class NotFound(AppError):
+    status = 404
+
+
+class Conflict(AppError):
+    """Name taken, wrong state, or another operation running on the VM."""
+
+    status = 409
+
+
+class Failed(AppError):
+    """libvirt tried and failed."""
+
+    status = 502
+
+
+class Unavailable(AppError):
+    """libvirtd cannot be reached."""
+
+    status = 503
