@@ -1,0 +1,160 @@
+"""Fixtures: real tiny VMs on the real libvirtd, users with roles, API clients.
+
+Every VM a test makes is named ``vstest-<random>`` and removed afterwards; tests
+never touch a VM they did not create.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django_q.conf import Conf
+from rest_framework.test import APIClient
+
+from vms import hypervisor, tiny
+from vms.models import Grant, Role
+
+IMAGE_ROOT = Path(os.environ.get("VIRTSNAP_TEST_IMAGES", "/var/lib/libvirt/images/virtsnap-tests"))
+PASSWORD = "correct-horse-battery-9"
+
+
+def remove_vm(ref: str) -> None:
+    """Stop, delete every snapshot (leaves first) and undefine a test VM."""
+    try:
+        vm = hypervisor.get_vm(ref)
+    except hypervisor.NotFound:
+        return
+    if vm.is_active:
+        try:
+            hypervisor.power(vm.uuid, "poweroff")
+        except hypervisor.HypervisorError:
+            pass
+    for _ in range(200):
+        names, _ = hypervisor.snapshot_names(vm.uuid)
+        if not names:
+            break
+        infos = hypervisor.get_snapshots(vm.uuid, names)
+        parents = {i.parent for i in infos}
+        for info in infos:
+            if info.name not in parents:
+                hypervisor.delete_snapshot(vm.uuid, info.name)
+    hypervisor.undefine_vm(vm.uuid)
+
+
+@pytest.fixture
+def image_dir(tmp_path_factory):
+    path = IMAGE_ROOT / secrets.token_hex(4)
+    path.mkdir(parents=True, exist_ok=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def make_vm(image_dir):
+    """``make_vm(running=False, disk_format="qcow2", memory_mib=64, **kw)`` -> VMInfo."""
+    made: list[str] = []
+
+    def make(*, running: bool = False, disk_format: str = "qcow2", name: str | None = None, **kwargs):
+        name = name or f"vstest-{secrets.token_hex(4)}"
+        vm = tiny.create_tiny_vm(name, image_dir=image_dir, disk_format=disk_format, **kwargs)
+        made.append(vm.uuid)
+        if running:
+            hypervisor.power(vm.uuid, "start")
+        return hypervisor.get_vm(vm.uuid)
+
+    yield make
+    for uuid in made:
+        remove_vm(uuid)
+
+
+@pytest.fixture
+def vm(make_vm):
+    return make_vm()
+
+
+@pytest.fixture
+def running_vm(make_vm):
+    return make_vm(running=True)
+
+
+@pytest.fixture
+def sync_tasks(monkeypatch):
+    """Run queued operations in-process as soon as their transaction commits."""
+    monkeypatch.setattr(Conf, "SYNC", True)
+
+
+def _user(username, **extra):
+    return get_user_model().objects.create_user(username=username, password=PASSWORD, email=f"{username}@example.com", **extra)
+
+
+@pytest.fixture
+def admin_user(db):
+    return _user("root-admin", is_superuser=True, is_staff=True)
+
+
+@pytest.fixture
+def make_user(db):
+    def make(username: str, role: str | None = None, vm=None, **extra):
+        user = _user(username, **extra)
+        if role:
+            Grant.objects.create(
+                role=Role.objects.get(name=role), user=user, vm_uuid=vm.uuid if vm else "", vm_name=vm.name if vm else ""
+            )
+        return user
+
+    return make
+
+
+@pytest.fixture
+def api(admin_user):
+    client = APIClient()
+    client.force_authenticate(admin_user)
+    return client
+
+
+def api_for(user) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def wait_task(client, task_id: int, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        data = client.get(f"/api/tasks/{task_id}").json()
+        if data["status"] != "running":
+            return data
+        if time.monotonic() > deadline:
+            raise AssertionError(f"task {task_id} still running after {timeout}s: {data}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def qcluster(transactional_db):
+    """A real django-q2 cluster process on the test database."""
+    env = dict(os.environ, DATABASE_URL=f"sqlite:///{connection.settings_dict['NAME']}", Q_WORKERS="1")
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.wait()

@@ -1,0 +1,47 @@
+"""The gateway: errors mapped, XML safe, connection survives a libvirtd restart."""
+
+import subprocess
+import time
+
+import pytest
+
+from vms import hypervisor
+
+
+def test_unknown_vm_raises_not_found():
+    with pytest.raises(hypervisor.NotFound):
+        hypervisor.get_vm("vstest-does-not-exist")
+
+
+def test_parser_refuses_entities():
+    evil = b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]><d>&x;</d>'
+    root = hypervisor.parse_xml(evil)
+    assert "root:" not in (root.text or "")
+
+
+def test_snapshot_names_are_sent_through_lxml(running_vm):
+    info = hypervisor.create_snapshot(running_vm.uuid, "a-b_c.d", 'desc with <tags> & "quotes"')
+    assert info.description == 'desc with <tags> & "quotes"'
+    assert info.state == "running" and info.memory
+
+
+def test_raw_disk_is_a_blocker(make_vm):
+    vm = make_vm(disk_format="raw")
+    reasons = hypervisor.snapshot_blockers(vm)
+    assert len(reasons) == 1 and "vda" in reasons[0] and "raw" in reasons[0]
+
+
+def test_reconnects_after_libvirtd_restarts(vm):
+    assert hypervisor.get_vm(vm.uuid).name == vm.name
+    subprocess.run(["pkill", "-x", "libvirtd"], check=True)
+    for _ in range(100):
+        if subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True).returncode:
+            break
+        time.sleep(0.1)
+    subprocess.run(["libvirtd", "-d"], check=True)
+    for _ in range(100):
+        if subprocess.run(["virsh", "-c", "qemu:///system", "version"], capture_output=True).returncode == 0:
+            break
+        time.sleep(0.2)
+    # Same process, same (now broken) connection object: the gateway reconnects once.
+    assert hypervisor.get_vm(vm.uuid).name == vm.name
