@@ -94,7 +94,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = _sqlite_options
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # A file, not memory: the qcluster started by end-to-end tests must see it.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
+    # One file per test run, so parallel runs on one machine don't share it.
+    DATABASES["default"]["TEST"] = {"NAME": f"/tmp/virtsnap-test-{os.getpid()}.sqlite3"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,8 +1,8 @@
 """The VM inventory, HTML and JSON, against the real hypervisor."""
 
 import pytest
-from django.test.utils import CaptureQueriesContext
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from tests.conftest import PASSWORD, api_for
