@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 class Kind:
     run: Callable[[Operation, Progress], str]
     # Decides how an operation whose worker died actually ended, from what libvirt
-    # shows: returns (finished?, message).
-    settle: Callable[[Operation], tuple[bool, str]] | None = None
+    # shows: returns (finished?, message), or None while libvirt is still busy with it.
+    settle: Callable[[Operation], tuple[bool, str] | None] | None = None
     label: str = ""
 
 
@@ -266,16 +266,22 @@ def settle_if_orphaned(op: Operation) -> bool:
         fresh = Operation.objects.select_for_update().get(pk=op.pk)
         if not fresh.is_active or not is_orphaned(fresh):
             return not fresh.is_active
+    op = fresh
+    if op.status == Operation.Status.QUEUED:
+        _end(op, finished=False, message="This task was never picked up by a worker (is the qcluster running?).")
+        return True
     kind = KINDS.get(op.kind)
     finished, message = False, "The worker running this task stopped before it finished."
     if kind and kind.settle:
         try:
-            finished, detail = kind.settle(op)
-            message = f"{message} {detail}"
+            outcome = kind.settle(op)
         except AppError as exc:
             message = f"{message} Could not check the VM afterwards: {exc.message}"
-    if op.status == Operation.Status.QUEUED:
-        finished, message = False, "This task was never picked up by a worker (is the qcluster running?)."
+        else:
+            if outcome is None:
+                return False  # libvirt is still at it (e.g. QEMU saving memory): ask again later
+            finished, detail = outcome
+            message = f"{message} {detail}"
     _end(op, finished=finished, message=message)
     return True
 

@@ -344,7 +344,9 @@ def _record_created(vm, op: Operation, info: hypervisor.SnapshotInfo, name: str)
         )
 
 
-def _settle_create(op: Operation) -> tuple[bool, str]:
+def _settle_create(op: Operation) -> tuple[bool, str] | None:
+    if hypervisor.get_vm(op.vm_uuid).busy_saving:
+        return None  # QEMU is still writing it; libvirt finishes the job without our worker
     names, _ = hypervisor.snapshot_names(op.vm_uuid)
     if op.params["libvirt_name"] in names:
         vm = hypervisor.get_vm(op.vm_uuid)

@@ -233,7 +233,8 @@ class VMInfo:
     @property
     def busy_saving(self) -> bool:
         """QEMU is writing an internal snapshot right now (guest paused for it)."""
-        return self.state == "paused" and self.state_reason == libvirt.VIR_DOMAIN_PAUSED_SNAPSHOT
+        # libvirt 9.0 reports "paused (saving)" during savevm; newer ones "snapshot".
+        return self.state == "paused" and self.state_reason in (libvirt.VIR_DOMAIN_PAUSED_SNAPSHOT, libvirt.VIR_DOMAIN_PAUSED_SAVE)
 
 
 @dataclass(frozen=True)
