@@ -419,7 +419,12 @@ def request_revert(actor: Actor, vm_name: str, snap_name: str) -> Operation:
 def _run_revert(op: Operation, progress: runner.Progress) -> str:
     vm = _vm_for_task(op, "snapshot_revert")
     libvirt_name = op.params["libvirt_name"]
-    hypervisor.get_snapshot(vm.uuid, libvirt_name)  # still there?
+    try:
+        hypervisor.get_snapshot(vm.uuid, libvirt_name)
+    except NotFound:
+        raise NotFound(
+            f"Snapshot {op.snapshot} no longer exists in libvirt (deleted outside the app?): nothing was changed."
+        ) from None
     what = "Restoring memory and disks" if op.params.get("snapshot_state") == "running" else "Restoring the disks"
     estimate = runner.estimate_seconds("snapshot.revert", vm.uuid, snapshot_state=op.params.get("snapshot_state"))
     with progress.phase(what, estimate):

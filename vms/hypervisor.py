@@ -234,7 +234,8 @@ class VMInfo:
     def busy_saving(self) -> bool:
         """QEMU is writing an internal snapshot right now (guest paused for it)."""
         # libvirt 9.0 reports "paused (saving)" during savevm; newer ones "snapshot".
-        return self.state == "paused" and self.state_reason in (libvirt.VIR_DOMAIN_PAUSED_SNAPSHOT, libvirt.VIR_DOMAIN_PAUSED_SAVE)
+        saving = (libvirt.VIR_DOMAIN_PAUSED_SNAPSHOT, libvirt.VIR_DOMAIN_PAUSED_SAVE)
+        return self.state == "paused" and self.state_reason in saving
 
 
 @dataclass(frozen=True)

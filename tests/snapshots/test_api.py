@@ -217,11 +217,24 @@ def test_delete_mode_in_body_and_bad_mode(api, vm):
     assert hypervisor.snapshot_names(vm.uuid)[0] == ["sa"]
 
 
-def test_libvirt_failure_fails_the_task_with_a_reason(api, vm):
+def test_libvirt_failure_fails_the_task_with_a_reason(api, vm, monkeypatch):
+    from django_q.conf import Conf
+
+    from operations import runner
+
     create(api, vm, name="gone-soon")
-    # Removed behind the app's back between the request and the task: the task re-checks.
-    op = api.post(f"/api/vms/{vm.name}/snapshots/gone-soon/revert")
-    assert op.status_code == 202
+    monkeypatch.setattr(Conf, "SYNC", False)  # queue only: the worker runs it below
+    response = api.post(f"/api/vms/{vm.name}/snapshots/gone-soon/revert")
+    assert response.status_code == 202
+    # Removed behind the app's back before a worker picks the task up.
+    subprocess.run(["virsh", "-c", "qemu:///system", "snapshot-delete", vm.name, "gone-soon"], check=True, capture_output=True)
+    runner.run(response.json()["id"])
+    task = api.get(f"/api/tasks/{response.json()['id']}").json()
+    assert task["status"] == "failed"
+    assert "gone-soon" in task["message"]
+    assert AuditEvent.objects.filter(action="snapshot.revert", stage="result", outcome="failed").exists()
+    # The VM is free again.
+    assert api.post(f"/api/vms/{vm.name}/snapshots", {"name": "next"}, format="json").status_code == 202
 
 
 def test_snapshots_made_outside_appear_and_vanish(api, vm):

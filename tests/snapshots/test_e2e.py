@@ -1,0 +1,99 @@
+"""End to end through a real qcluster process: queueing, progress, a killed worker."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from operations.models import Operation
+from tests.conftest import IMAGE_ROOT, wait_task
+from vms import hypervisor
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(scope="session")
+def random_memory() -> Path:
+    """512 MiB of random bytes that QEMU's loader device puts into guest RAM."""
+    path = IMAGE_ROOT / "random-512M.bin"
+    if not path.exists() or path.stat().st_size != 512 * 2**20:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            for _ in range(64):
+                f.write(os.urandom(8 * 2**20))
+        tmp.rename(path)
+    return path
+
+
+@pytest.fixture
+def big_vm(make_vm, random_memory):
+    """A running 1 GiB VM whose memory is half random: a live snapshot takes seconds."""
+    return make_vm(running=True, memory_mib=1024, loader_file=random_memory)
+
+
+def test_create_through_the_cluster(api, vm, qcluster):
+    response = api.post(f"/api/vms/{vm.name}/snapshots", {"name": "via-cluster"}, format="json")
+    assert response.status_code == 202
+    assert response.json()["status"] == "running"
+    done = wait_task(api, response.json()["id"], timeout=60)
+    assert done["status"] == "finished", done
+    assert done["progress"] == 100
+    assert api.get(f"/api/vms/{vm.name}/snapshots/via-cluster").json()["current"] is True
+
+
+def follow(api, task_id: int, timeout: float = 90) -> tuple[dict, set[str]]:
+    """Poll a task until it ends; return its last state and every message seen."""
+    messages = set()
+    deadline = time.monotonic() + timeout
+    while True:
+        task = api.get(f"/api/tasks/{task_id}").json()
+        messages.add(task["message"])
+        if task["status"] != "running" or time.monotonic() > deadline:
+            return task, messages
+        time.sleep(0.1)
+
+
+def test_progress_and_phases_of_a_slow_snapshot(api, big_vm, qcluster):
+    task_id = api.post(f"/api/vms/{big_vm.name}/snapshots", {"name": "slow"}, format="json").json()["id"]
+    task, messages = follow(api, task_id)
+    assert task["status"] == "finished", task
+    assert any("Saving memory and disks" in m and "elapsed" in m for m in messages), messages
+    # A second request while one runs is refused with the running task named.
+    task2 = api.post(f"/api/vms/{big_vm.name}/snapshots", {"name": "slow-2"}, format="json").json()
+    conflict = api.post(f"/api/vms/{big_vm.name}/snapshots", {"name": "slow-3"}, format="json")
+    assert conflict.status_code == 409
+    assert f"task #{task2['id']}" in conflict.json()["reason"]
+    task2, messages = follow(api, task2["id"])
+    assert task2["status"] == "finished"
+    # The first run's duration gives the second an estimate, labelled as one.
+    assert any("estimated from earlier runs" in m for m in messages), messages
+
+
+def test_worker_killed_mid_snapshot_is_settled(api, big_vm, qcluster):
+    task_id = api.post(f"/api/vms/{big_vm.name}/snapshots", {"name": "interrupted"}, format="json").json()["id"]
+    deadline = time.monotonic() + 60
+    while True:
+        op = Operation.objects.get(pk=task_id)
+        if op.status == "running" and op.worker and "Saving" in op.message:
+            break
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.02)
+    pid = int(op.worker.split(":")[1])
+    os.kill(pid, signal.SIGKILL)
+    # The task does not stay running forever: it is settled by what libvirt shows.
+    done = wait_task(api, task_id, timeout=60)
+    assert done["status"] in ("finished", "failed")
+    assert "worker running this task stopped" in done["message"]
+    names, _ = hypervisor.snapshot_names(big_vm.uuid)
+    if done["status"] == "finished":
+        assert "interrupted" in names
+        assert api.get(f"/api/vms/{big_vm.name}/snapshots/interrupted").status_code == 200
+    else:
+        assert "interrupted" not in names
+    # And the VM is usable again: the cluster's new worker takes the next task.
+    again = api.post(f"/api/vms/{big_vm.name}/snapshots", {"name": "after-kill"}, format="json")
+    assert again.status_code == 202, again.json()
+    assert wait_task(api, again.json()["id"], timeout=90)["status"] == "finished"
