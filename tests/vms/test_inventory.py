@@ -124,3 +124,15 @@ def test_api_users_see_only_granted_vms(make_user, make_vm):
     names = [vm["name"] for vm in api_for(viewer).get("/api/vms").json()]
     assert mine.name in names and other.name not in names
     assert api_for(viewer).get(f"/api/vms/{other.name}").status_code == 404
+
+
+def test_first_admin_from_environment(monkeypatch):
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    monkeypatch.setenv("DJANGO_SUPERUSER_USERNAME", "first-admin")
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "a-long-pass-phrase-1")
+    monkeypatch.setenv("DJANGO_SUPERUSER_EMAIL", "first@example.com")
+    call_command("createsuperuser", interactive=False, verbosity=0)
+    user = get_user_model().objects.get(username="first-admin")
+    assert user.is_superuser and user.check_password("a-long-pass-phrase-1")
