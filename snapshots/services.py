@@ -345,7 +345,7 @@ def _record_created(vm, op: Operation, info: hypervisor.SnapshotInfo, name: str)
 
 
 def _settle_create(op: Operation) -> tuple[bool, str] | None:
-    if hypervisor.get_vm(op.vm_uuid).busy_saving:
+    if hypervisor.get_vm(op.vm_uuid).busy_with_snapshot:
         return None  # QEMU is still writing it; libvirt finishes the job without our worker
     names, _ = hypervisor.snapshot_names(op.vm_uuid)
     if op.params["libvirt_name"] in names:
@@ -433,7 +433,9 @@ def _run_revert(op: Operation, progress: runner.Progress) -> str:
     return f"Reverted {vm.name} to snapshot {op.snapshot}; the VM is {state}."
 
 
-def _settle_revert(op: Operation) -> tuple[bool, str]:
+def _settle_revert(op: Operation) -> tuple[bool, str] | None:
+    if hypervisor.get_vm(op.vm_uuid).busy_with_snapshot:
+        return None  # QEMU is still loading the snapshot
     _, current = hypervisor.snapshot_names(op.vm_uuid)
     if current == op.params["libvirt_name"]:
         return True, f"libvirt shows {op.snapshot} as current: the revert most likely completed; check the VM."

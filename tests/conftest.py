@@ -87,6 +87,26 @@ def running_vm(make_vm):
     return make_vm(running=True)
 
 
+@pytest.fixture(scope="session")
+def random_memory() -> Path:
+    """512 MiB of random bytes that QEMU's loader device puts into guest RAM."""
+    path = IMAGE_ROOT / "random-512M.bin"
+    if not path.exists() or path.stat().st_size != 512 * 2**20:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            for _ in range(64):
+                f.write(os.urandom(8 * 2**20))
+        tmp.rename(path)
+    return path
+
+
+@pytest.fixture
+def big_vm(make_vm, random_memory):
+    """A running 1 GiB VM whose memory is half random: a live snapshot takes seconds."""
+    return make_vm(running=True, memory_mib=1024, loader_file=random_memory)
+
+
 @pytest.fixture
 def sync_tasks(monkeypatch):
     """Run queued operations in-process as soon as their transaction commits."""
@@ -140,9 +160,15 @@ def wait_task(client, task_id: int, timeout: float = 60) -> dict:
 
 
 @pytest.fixture
-def qcluster(transactional_db):
+def qcluster_env() -> dict:
+    """Extra environment for the qcluster process (override in a test module)."""
+    return {}
+
+
+@pytest.fixture
+def qcluster(transactional_db, qcluster_env):
     """A real django-q2 cluster process on the test database."""
-    env = dict(os.environ, DATABASE_URL=f"sqlite:///{connection.settings_dict['NAME']}", Q_WORKERS="1")
+    env = dict(os.environ, DATABASE_URL=f"sqlite:///{connection.settings_dict['NAME']}", Q_WORKERS="1", **qcluster_env)
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "qcluster"],
         cwd=settings.BASE_DIR,

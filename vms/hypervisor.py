@@ -231,11 +231,19 @@ class VMInfo:
         return self.state not in ("shutoff", "crashed")
 
     @property
-    def busy_saving(self) -> bool:
-        """QEMU is writing an internal snapshot right now (guest paused for it)."""
-        # libvirt 9.0 reports "paused (saving)" during savevm; newer ones "snapshot".
-        saving = (libvirt.VIR_DOMAIN_PAUSED_SNAPSHOT, libvirt.VIR_DOMAIN_PAUSED_SAVE)
-        return self.state == "paused" and self.state_reason in saving
+    def busy_with_snapshot(self) -> bool:
+        """QEMU is writing or loading an internal snapshot right now (guest paused for it).
+
+        libvirt 9.0 shows "paused (saving)" during savevm and "paused (starting up)"
+        while a revert loads memory; other versions say "snapshot" / "from snapshot".
+        """
+        busy = (
+            libvirt.VIR_DOMAIN_PAUSED_SNAPSHOT,
+            libvirt.VIR_DOMAIN_PAUSED_SAVE,
+            libvirt.VIR_DOMAIN_PAUSED_STARTING_UP,
+            libvirt.VIR_DOMAIN_PAUSED_FROM_SNAPSHOT,
+        )
+        return self.state == "paused" and self.state_reason in busy
 
 
 @dataclass(frozen=True)
@@ -530,3 +538,225 @@ def snapshot_blockers(vm: VMInfo) -> list[str]:
                 "Convert it with qemu-img convert -O qcow2, or make it read-only."
             )
     return reasons
+
+
+# ---------------------------------------------------------------------------
+# VM lifecycle: delete and clone (vms/lifecycle.py orchestrates; XML stays here)
+
+# libvirt's own prefix for QEMU/KVM guests' MAC addresses.
+MAC_PREFIX = (0x52, 0x54, 0x00)
+
+
+@dataclass(frozen=True)
+class DiskFile:
+    """A disk as the clone and delete code needs it: what it is and where it lives."""
+
+    target: str
+    device: str  # disk, cdrom, floppy, lun
+    type: str  # file, block, network, volume, dir
+    format: str
+    path: str  # the file for type="file", else ""
+    readonly: bool
+    shareable: bool
+
+    @property
+    def writable(self) -> bool:
+        return self.device in ("disk", "lun") and not self.readonly and not self.shareable
+
+
+def disk_files(xml: str) -> list[DiskFile]:
+    """The disks of a domain XML, with their type (file, block, network...)."""
+    root = parse_xml(xml)
+    found = []
+    for disk in root.iterfind("devices/disk"):
+        source = disk.find("source")
+        target = disk.find("target")
+        driver = disk.find("driver")
+        kind = disk.get("type", "file")
+        found.append(
+            DiskFile(
+                target=target.get("dev", "") if target is not None else "",
+                device=disk.get("device", "disk"),
+                type=kind,
+                format=driver.get("type", "") if driver is not None else "",
+                path=(source.get("file") or "") if source is not None and kind == "file" else "",
+                readonly=disk.find("readonly") is not None,
+                shareable=disk.find("shareable") is not None,
+            )
+        )
+    return found
+
+
+def nvram_path(xml: str) -> str:
+    """The UEFI variable store file of a domain XML, or ""."""
+    nvram = parse_xml(xml).find("os/nvram")
+    return (nvram.text or "").strip() if nvram is not None else ""
+
+
+def referenced_files(xml: str) -> set[str]:
+    """Every file a domain XML names as a disk source, backing store included."""
+    root = parse_xml(xml)
+    return {source.get("file") for source in root.iterfind(".//devices/disk//source") if source.get("file")}
+
+
+def files_in_use(*, exclude: str = "") -> dict[str, list[str]]:
+    """{file path: names of the VMs using it} over every defined VM except ``exclude`` (a UUID).
+
+    Reads both the persistent and the live definition (a running VM may use other
+    files), and every snapshot's definition: reverting a snapshot brings its disks back.
+    """
+
+    def run(conn):
+        users: dict[str, list[str]] = {}
+        for dom in conn.listAllDomains(0):
+            try:
+                if dom.UUIDString() == exclude:
+                    continue
+                xmls = [dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)]
+                if dom.isActive():
+                    xmls.append(dom.XMLDesc(0))
+                for snap in dom.listAllSnapshots(0):
+                    root = parse_xml(snap.getXMLDesc(0))
+                    xmls.extend(to_xml(el) for el in (root.find("domain"), root.find("inactiveDomain")) if el is not None)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT):
+                    continue  # vanished while we looked
+                raise
+            for xml in xmls:
+                for path in referenced_files(xml):
+                    names = users.setdefault(path, [])
+                    if dom.name() not in names:
+                        names.append(dom.name())
+        return users
+
+    return _call(run)
+
+
+def new_mac() -> str:
+    return ":".join(f"{b:02x}" for b in (*MAC_PREFIX, *os.urandom(3)))
+
+
+@dataclass
+class CloneIdentity:
+    """What makes a clone a different machine: name, UUID, MACs, disk and NVRAM files.
+
+    ``paths`` maps each source file to the clone's copy; ``macs`` fills up with a new
+    address for each source address met, so a NIC keeps one address across the
+    clone's definition and all its snapshots.
+    """
+
+    name: str
+    uuid: str
+    paths: dict[str, str]
+    macs: dict[str, str] = field(default_factory=dict)
+
+    def mac_for(self, mac: str) -> str:
+        key = mac.lower()
+        if key not in self.macs:
+            taken = set(self.macs.values())
+            new = new_mac()
+            while new in taken or new == key:
+                new = new_mac()
+            self.macs[key] = new
+        return self.macs[key]
+
+
+def _rewrite_domain(domain: etree._Element, identity: CloneIdentity) -> None:
+    """Give one <domain> element (a definition or a snapshot's copy) the clone's identity."""
+    name = domain.find("name")
+    if name is None:
+        name = etree.SubElement(domain, "name")
+    name.text = identity.name
+    uuid_el = domain.find("uuid")
+    if uuid_el is None:
+        uuid_el = etree.SubElement(domain, "uuid")
+    uuid_el.text = identity.uuid
+    # SMBIOS system UUID must match the domain's, or libvirt refuses the definition.
+    for entry in domain.iterfind("sysinfo/system/entry"):
+        if entry.get("name") == "uuid":
+            entry.text = identity.uuid
+    for mac in domain.iterfind("devices/interface/mac"):
+        if mac.get("address"):
+            mac.set("address", identity.mac_for(mac.get("address")))
+    for source in domain.iterfind("devices/disk//source"):
+        path = source.get("file")
+        if path in identity.paths:
+            source.set("file", identity.paths[path])
+    nvram = domain.find("os/nvram")
+    if nvram is not None and (nvram.text or "").strip():
+        path = nvram.text.strip()
+        if path in identity.paths:
+            nvram.text = identity.paths[path]
+        else:
+            # No copy was made (the file did not exist yet): libvirt makes a fresh one.
+            nvram.text = None
+    # Runtime-only identity of a live definition: libvirt regenerates it.
+    for element in domain.iterfind("seclabel"):
+        if element.get("type") == "dynamic":
+            for child in element.iterfind("label"):
+                element.remove(child)
+            for child in element.iterfind("imagelabel"):
+                element.remove(child)
+
+
+def clone_domain_xml(xml: str, identity: CloneIdentity) -> str:
+    root = parse_xml(xml)
+    _rewrite_domain(root, identity)
+    return to_xml(root)
+
+
+def clone_snapshot_xml(xml: str, identity: CloneIdentity) -> str:
+    """A snapshot's XML for the clone: its saved definitions rewritten, the rest kept."""
+    root = parse_xml(xml)
+    for tag in ("domain", "inactiveDomain"):
+        domain = root.find(tag)
+        if domain is not None:
+            _rewrite_domain(domain, identity)
+    for source in root.iterfind("disks/disk/source"):
+        path = source.get("file")
+        if path in identity.paths:
+            source.set("file", identity.paths[path])
+    return to_xml(root)
+
+
+def snapshot_domain_files(xml: str) -> set[str]:
+    """Files the definitions saved in a snapshot's XML use (what a revert would open)."""
+    root = parse_xml(xml)
+    files: set[str] = set()
+    for tag in ("domain", "inactiveDomain"):
+        domain = root.find(tag)
+        if domain is not None:
+            files |= {d.path for d in disk_files(to_xml(domain)) if d.writable and d.path}
+    return files
+
+
+def snapshots_with_xml(ref: str) -> tuple[list[SnapshotInfo], str]:
+    """Every snapshot, its ``xml`` read with secrets (for redefining), and the current one's name."""
+
+    def run(conn):
+        dom = _domain(conn, ref)
+        infos = []
+        for snap in dom.listAllSnapshots(0):
+            xml = snap.getXMLDesc(libvirt.VIR_DOMAIN_XML_SECURE)
+            root = parse_xml(xml)
+            memory = root.find("memory")
+            infos.append(
+                SnapshotInfo(
+                    name=_text(root, "name"),
+                    description=_text(root, "description"),
+                    state=_text(root, "state", "nostate"),
+                    created=int(_text(root, "creationTime", "0")),
+                    parent=_text(root, "parent/name"),
+                    memory=memory is not None and memory.get("snapshot") == "internal",
+                    xml=xml,
+                )
+            )
+        try:
+            current = dom.snapshotCurrent().getName()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
+                raise
+            current = ""
+        return infos, current
+
+    return _call(run)

@@ -3,35 +3,14 @@
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
 from operations.models import Operation
-from tests.conftest import IMAGE_ROOT, wait_task
+from tests.conftest import wait_task
 from vms import hypervisor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(scope="session")
-def random_memory() -> Path:
-    """512 MiB of random bytes that QEMU's loader device puts into guest RAM."""
-    path = IMAGE_ROOT / "random-512M.bin"
-    if not path.exists() or path.stat().st_size != 512 * 2**20:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            for _ in range(64):
-                f.write(os.urandom(8 * 2**20))
-        tmp.rename(path)
-    return path
-
-
-@pytest.fixture
-def big_vm(make_vm, random_memory):
-    """A running 1 GiB VM whose memory is half random: a live snapshot takes seconds."""
-    return make_vm(running=True, memory_mib=1024, loader_file=random_memory)
 
 
 def test_create_through_the_cluster(api, vm, qcluster):
