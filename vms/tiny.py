@@ -46,6 +46,8 @@ def tiny_vm_xml(
     etree.SubElement(os_el, "type", arch="x86_64", machine="pc").text = "hvm"
     if pflash:
         etree.SubElement(os_el, "loader", readonly="yes", type="pflash").text = str(pflash)
+    if pflash:
+        etree.SubElement(etree.SubElement(root, "features"), "acpi")
     etree.SubElement(root, "on_crash").text = "destroy"
     devices = etree.SubElement(root, "devices")
     for i, (path, fmt) in enumerate(disks):

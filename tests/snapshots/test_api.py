@@ -276,3 +276,12 @@ def test_schema_and_docs(api):
     assert "/api/vms/{vm}/snapshots/{snapshot}/revert" in paths
     assert "delete" in paths["/api/vms/{vm}/snapshots/{snapshot}"]
     assert api.get("/api/docs/").status_code == 200
+
+
+def test_uefi_vm_is_400_with_the_reason(api, make_vm, image_dir):
+    firmware = image_dir / "fake-OVMF_CODE.fd"
+    firmware.write_bytes(b"\0" * 4096)
+    uefi = make_vm(pflash=firmware)
+    data = create(api, uefi, expect=400, name="nope")
+    assert "UEFI" in data["reason"]
+    assert hypervisor.get_vm(uefi.uuid).snapshot_count == 0
