@@ -24,7 +24,7 @@ setup: venv hypervisor
 	$(PY) manage.py collectstatic --noinput -v0
 
 run: setup
-	@if [ -n "$$DJANGO_SUPERUSER_USERNAME" ] && ! $(PY) manage.py shell -c "from django.contrib.auth.models import User; raise SystemExit(not User.objects.filter(username='$$DJANGO_SUPERUSER_USERNAME').exists())" 2>/dev/null; then \
+	@if [ -n "$$DJANGO_SUPERUSER_USERNAME" ] && ! $(PY) manage.py shell -v 0 -c "from django.contrib.auth.models import User; raise SystemExit(not User.objects.filter(username='$$DJANGO_SUPERUSER_USERNAME').exists())" 2>/dev/null; then \
 		$(PY) manage.py createsuperuser --noinput; fi
 	$(PY) manage.py demo_vms --snapshots
 	@scripts/run-server $(HOST) $(PORT)
