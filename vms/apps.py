@@ -4,3 +4,7 @@ from django.apps import AppConfig
 class VmsConfig(AppConfig):
     name = "vms"
     verbose_name = "VMs and access"
+
+    def ready(self) -> None:
+        # Registers the VM operation kinds (power, delete, clone) with the task runner.
+        from vms import lifecycle  # noqa: F401
