@@ -1,0 +1,128 @@
+"""Roles and grants in Django admin, through the same service as the grants pages
+and the management commands: every change is audited."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+
+from operations.audit import Actor
+from vms import grants, hypervisor
+from vms.errors import AppError
+from vms.models import Grant, Role
+
+
+class RoleForm(forms.ModelForm):
+    permissions = forms.MultipleChoiceField(
+        choices=grants.ROLE_PERMISSIONS,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="'audit' makes the role global: it is granted on all VMs only.",
+    )
+
+    class Meta:
+        model = Role
+        fields = ["name", "description", "permissions"]
+
+    def clean_permissions(self):
+        try:
+            return grants.validate_permissions(self.cleaned_data["permissions"])
+        except AppError as exc:
+            raise forms.ValidationError(exc.message) from None
+
+
+@admin.register(Role)
+class RoleAdmin(admin.ModelAdmin):
+    form = RoleForm
+    list_display = ["name", "description", "permission_list", "builtin"]
+    actions = None  # bulk delete would bypass the audited path
+
+    @admin.display(description="permissions")
+    def permission_list(self, role: Role) -> str:
+        return ", ".join(role.permissions)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        # Scripts name roles: a role keeps its name once defined.
+        return ["name", "description", "permissions"] if obj.builtin else ["name"]
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and not (obj is not None and obj.builtin)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and not (obj is not None and obj.builtin)
+
+    def save_model(self, request, obj, form, change):
+        role, _ = grants.define_role(obj.name, obj.permissions, obj.description, actor=Actor.from_request(request))
+        obj.pk = role.pk
+
+    def delete_model(self, request, obj):
+        try:
+            grants.delete_role(obj, actor=Actor.from_request(request))
+        except AppError as exc:
+            raise PermissionDenied(exc.message) from None
+
+
+class GrantForm(forms.ModelForm):
+    vm = forms.ChoiceField(label="VM", required=False, help_text="Empty: all VMs. Global roles (auditor) apply to all VMs.")
+
+    class Meta:
+        model = Grant
+        fields = ["role", "user", "group"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["vm"].choices = vm_choices()
+
+    def clean(self):
+        data = super().clean()
+        if bool(data.get("user")) == bool(data.get("group")):
+            raise forms.ValidationError("Choose a user or a group (one of them).")
+        if data.get("role") is not None:
+            try:
+                grants.resolve_scope(data["role"], data.get("vm") or "")
+            except AppError as exc:
+                raise forms.ValidationError(exc.message) from None
+        return data
+
+
+def vm_choices() -> list[tuple[str, str]]:
+    """'All VMs' and every VM in libvirt, by UUID (grants follow the VM, not its name)."""
+    try:
+        vms = hypervisor.list_vms()
+    except AppError:
+        vms = []
+    return [("", "All VMs")] + [(vm.uuid, vm.name) for vm in vms]
+
+
+@admin.register(Grant)
+class GrantAdmin(admin.ModelAdmin):
+    """Grants are added and removed, never edited: a change is a removal and an addition."""
+
+    form = GrantForm
+    list_display = ["role", "grantee", "scope", "created_at", "created_by"]
+    list_filter = ["role"]
+    search_fields = ["user__username", "group__name", "vm_name", "vm_uuid"]
+    actions = None  # bulk delete would bypass the audited path
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        try:
+            grant, created = grants.grant_role(
+                data["role"],
+                user=data.get("user"),
+                group=data.get("group"),
+                vm=data.get("vm") or "",
+                actor=Actor.from_request(request),
+            )
+        except AppError as exc:
+            raise PermissionDenied(exc.message) from None
+        if not created:
+            messages.info(request, f"Already granted: {grant}.")
+        for field in ("pk", "vm_uuid", "vm_name", "created_at", "created_by"):
+            setattr(obj, field, getattr(grant, field))
+
+    def delete_model(self, request, obj):
+        grants.remove_grant(obj, actor=Actor.from_request(request))
