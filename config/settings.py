@@ -107,6 +107,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Django's username/password check, with failed logins rate limited (operations/login_guard.py).
+AUTHENTICATION_BACKENDS = ["operations.login_guard.GuardedModelBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "vm-list"
 LOGOUT_REDIRECT_URL = "login"
