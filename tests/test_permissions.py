@@ -1,0 +1,270 @@
+"""The permission matrix: every role × every endpoint and page, expectations derived
+from the role table (the Role rows), not written out by hand.
+
+- A VM the user may not view answers 404, never 403, and its reason is the one an
+  unknown VM gets; a visible VM without the permission answers 403 with the reason.
+- Every mutating attempt leaves an audit row: allowed, denied or failed.
+- No leak: an ungranted VM appears in no list and no count.
+
+Allowed mutations are only queued here (no worker runs, the test's transaction is
+rolled back), so the two shared VMs never change: one module-wide pair, made once.
+To cover a new endpoint, add a row to ENDPOINTS.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from dataclasses import dataclass
+
+import pytest
+from django.test import Client
+from rest_framework.test import APIClient
+
+from operations.models import AuditEvent, Operation
+from tests.conftest import IMAGE_ROOT, _user, api_for, remove_vm
+from vms import hypervisor, tiny
+from vms.models import Grant, Role
+
+pytestmark = pytest.mark.django_db
+
+ROLES = ["anonymous", "none", "viewer", "operator", "owner", "auditor", "admin"]
+# Roles granted on the one VM; the auditor's is global by nature.
+PER_VM_ROLES = {"viewer", "operator", "owner"}
+# Not a permission: pages only admins reach, and lists everyone may ask for (filtered).
+ADMIN, ANYONE = "(admin)", "(anyone)"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    method: str
+    path: str  # {vm} is the shared VM's name
+    perm: str  # a per-VM permission, "audit", ADMIN or ANYONE
+    ok: int = 200  # the answer when allowed
+    body: dict | None = None
+    action: str = ""  # the audit action of a mutating request
+
+    @property
+    def api(self) -> bool:
+        return self.path.startswith("/api/")
+
+
+SNAP = "/api/vms/{vm}/snapshots"
+ENDPOINTS = [
+    Endpoint("api vm list", "GET", "/api/vms", ANYONE),
+    Endpoint("api vm", "GET", "/api/vms/{vm}", "view"),
+    Endpoint("api snapshots", "GET", SNAP, "view"),
+    Endpoint("api snapshots all", "GET", SNAP + "?all=true", "view"),
+    Endpoint("api snapshot", "GET", SNAP + "/base", "view"),
+    Endpoint("api current snapshot", "GET", SNAP + "/current", "view"),
+    Endpoint("api create snapshot", "POST", SNAP, "snapshot_create", 202, {"name": "matrix-new"}, "snapshot.create"),
+    Endpoint("api update snapshot", "PUT", SNAP + "/base", "snapshot_edit", 200, {"description": "changed"}, "snapshot.update"),
+    Endpoint("api delete snapshot", "DELETE", SNAP + "/base", "snapshot_delete", 202, None, "snapshot.delete"),
+    Endpoint("api revert snapshot", "POST", SNAP + "/base/revert", "snapshot_revert", 202, None, "snapshot.revert"),
+    Endpoint("api tasks", "GET", "/api/tasks", ANYONE),
+    Endpoint("api audit", "GET", "/api/audit", "audit"),
+    Endpoint("api history", "GET", "/api/vms/{vm}/history", "view"),
+    # VM lifecycle (the shared VM is shut off: only start makes sense, the others are 409).
+    Endpoint("api start", "POST", "/api/vms/{vm}/start", "power", 202, None, "vm.start"),
+    Endpoint("api shutdown", "POST", "/api/vms/{vm}/shutdown", "power", 409, None, "vm.shutdown"),
+    Endpoint("api poweroff", "POST", "/api/vms/{vm}/poweroff", "power", 409, None, "vm.poweroff"),
+    Endpoint("api reboot", "POST", "/api/vms/{vm}/reboot", "power", 409, None, "vm.reboot"),
+    Endpoint("api suspend", "POST", "/api/vms/{vm}/suspend", "power", 409, None, "vm.suspend"),
+    Endpoint("api resume", "POST", "/api/vms/{vm}/resume", "power", 409, None, "vm.resume"),
+    Endpoint("api clone", "POST", "/api/vms/{vm}/clone", "clone", 202, {}, "vm.clone"),
+    Endpoint("api delete vm", "DELETE", "/api/vms/{vm}", "delete", 202, None, "vm.delete"),
+    # Pages
+    Endpoint("page vm list", "GET", "/", ANYONE),
+    Endpoint("page vm", "GET", "/vms/{vm}/", "view"),
+    Endpoint("page history", "GET", "/vms/{vm}/history", "view"),
+    Endpoint("page tasks", "GET", "/tasks/", ANYONE),
+    Endpoint("page audit", "GET", "/audit/", "audit"),
+    Endpoint("page audit csv", "GET", "/audit/export.csv", "audit"),
+    Endpoint("page grants", "GET", "/grants/", ADMIN),
+]
+
+
+def expected_status(role: str, permissions: set[str], endpoint: Endpoint) -> int:
+    """What ``role`` (holding ``permissions`` on the VM, from the role table) gets from ``endpoint``."""
+    if role == "anonymous":
+        return 401 if endpoint.api else 302
+    admin = role == "admin"
+    if endpoint.perm == ANYONE:
+        return endpoint.ok
+    if endpoint.perm == ADMIN:
+        return endpoint.ok if admin else 403
+    if endpoint.perm == "audit":
+        return endpoint.ok if admin or "audit" in permissions else 403
+    if not (admin or "view" in permissions):
+        return 404
+    return endpoint.ok if admin or endpoint.perm in permissions else 403
+
+
+def expected_outcome(status: int) -> str:
+    if status < 400:
+        return AuditEvent.Outcome.SUCCESS
+    return AuditEvent.Outcome.DENIED if status in (401, 403, 404) else AuditEvent.Outcome.FAILED
+
+
+# ---------------------------------------------------------------------------
+# Fixtures: one pair of VMs for the module (never changed), users per test
+
+
+@pytest.fixture(scope="module")
+def shared_vms():
+    path = IMAGE_ROOT / f"matrix-{secrets.token_hex(4)}"
+    made = []
+    try:
+        for label in ("granted", "hidden"):
+            vm = tiny.create_tiny_vm(f"vstest-{label}-{secrets.token_hex(3)}", image_dir=path)
+            made.append(vm.uuid)
+        hypervisor.create_snapshot(made[0], "base", "the matrix's snapshot")
+        yield hypervisor.get_vm(made[0]), hypervisor.get_vm(made[1])
+    finally:
+        for uuid in made:
+            remove_vm(uuid)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def as_role(fast_passwords, shared_vms):
+    """``as_role(role)`` -> (user or None, permissions on the shared VM from the role table)."""
+    vm = shared_vms[0]
+
+    def make(role: str):
+        if role == "anonymous":
+            return None, set()
+        if role == "admin":
+            return _user("matrix-admin", is_superuser=True, is_staff=True), set()
+        user = _user(f"matrix-{role}")
+        if role == "none":
+            return user, set()
+        db_role = Role.objects.get(name=role)
+        on = vm if role in PER_VM_ROLES else None
+        Grant.objects.create(role=db_role, user=user, vm_uuid=on.uuid if on else "", vm_name=on.name if on else "")
+        return user, set(db_role.permissions)
+
+    return make
+
+
+def send(user, endpoint: Endpoint, vm_name: str):
+    path = endpoint.path.format(vm=vm_name)
+    if endpoint.api:
+        client = api_for(user) if user else APIClient()
+        call = getattr(client, endpoint.method.lower())
+        return call(path, endpoint.body, format="json") if endpoint.body is not None else call(path)
+    client = Client()
+    if user:
+        client.force_login(user)
+    return client.generic(endpoint.method, path)
+
+
+def _routes(patterns, prefix=""):
+    for pattern in patterns:
+        if hasattr(pattern, "url_patterns"):
+            yield from _routes(pattern.url_patterns, prefix + str(pattern.pattern))
+        else:
+            yield prefix + str(pattern.pattern)
+
+
+def test_the_matrix_covers_every_api_route():
+    """A new API route without a row here fails this test: add its row."""
+    from django.urls import get_resolver
+
+    covered = {e.path.split("?")[0] for e in ENDPOINTS if e.api}
+    routes = {
+        "/" + route.replace("<str:vm>", "{vm}").replace("<str:snapshot>", "base")
+        for route in _routes(get_resolver().url_patterns)
+        if route.startswith("api/")
+        and not route.startswith(("api/schema", "api/docs", "api/redoc"))
+        and "<int:task_id>" not in route
+    }
+    assert routes - covered == set()
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=lambda e: e.name)
+@pytest.mark.parametrize("role", ROLES)
+def test_matrix(role, endpoint, as_role, shared_vms):
+    vm = shared_vms[0]
+    user, permissions = as_role(role)
+    response = send(user, endpoint, vm.name)
+    want = expected_status(role, permissions, endpoint)
+    assert response.status_code == want, getattr(response, "content", b"")[:500]
+    if endpoint.api and want >= 400:
+        data = response.json()
+        assert data["code"] == want and data["reason"]
+        if want == 404:
+            # The same answer as for a VM that does not exist: the name is not leaked.
+            unknown = send(user, endpoint, "vstest-no-such-vm").json()["reason"]
+            assert data["reason"] == unknown.replace("vstest-no-such-vm", vm.name)
+        if want == 403 and endpoint.perm not in (ADMIN, "audit"):
+            assert endpoint.perm in data["reason"]
+    if endpoint.action:
+        events = AuditEvent.objects.filter(action=endpoint.action, vm_name=vm.name, username=user.username if user else "")
+        assert [e.outcome for e in events] == [expected_outcome(want)]
+
+
+def test_expectations_follow_the_role_table(db):
+    """The matrix reads the Role rows: an admin's new role is checked like the built-in ones."""
+    perms = set(Role.objects.get(name="operator").permissions)
+    create = next(e for e in ENDPOINTS if e.name == "api create snapshot")
+    delete = next(e for e in ENDPOINTS if e.name == "api delete snapshot")
+    assert expected_status("operator", perms, create) == 202
+    assert expected_status("operator", perms, delete) == 403
+    assert expected_status("none", set(), delete) == 404
+
+
+# ---------------------------------------------------------------------------
+# No leak: the ungranted VM is in no list and no count
+
+
+@pytest.fixture
+def hidden_activity(shared_vms, fast_passwords):
+    """Tasks and audit rows on the hidden VM, made by an admin."""
+    hidden = shared_vms[1]
+    boss = _user("matrix-boss", is_superuser=True, is_staff=True)
+    assert api_for(boss).post(f"/api/vms/{hidden.name}/snapshots", {"name": "secret"}, format="json").status_code == 202
+    assert Operation.objects.filter(vm_uuid=hidden.uuid).exists()
+    return hidden
+
+
+@pytest.mark.parametrize("role", ["none", "viewer", "operator", "owner"])
+def test_an_ungranted_vm_is_in_no_list(role, as_role, shared_vms, hidden_activity):
+    granted, hidden = shared_vms
+    user, _ = as_role(role)
+    api = api_for(user)
+    visible = [granted.name] if role != "none" else []
+    assert [vm["name"] for vm in api.get("/api/vms").json()] == visible
+    assert api.get("/api/tasks").json() == []
+    assert api.get(f"/api/tasks?vm={hidden.name}").json() == []
+    assert api.get(f"/api/tasks?vm={hidden.uuid}").json() == []
+    op = Operation.objects.get(vm_uuid=hidden.uuid)
+    assert api.get(f"/api/tasks/{op.pk}").status_code == 404
+    for path in (f"/api/vms/{hidden.name}", f"/api/vms/{hidden.uuid}", f"/api/vms/{hidden.name}/history"):
+        assert api.get(path).status_code == 404, path
+    # A mutation on it is 404 too, not 403.
+    assert api.post(f"/api/vms/{hidden.name}/snapshots", {"name": "x1"}, format="json").status_code == 404
+    client = Client()
+    client.force_login(user)
+    for path in ("/", "/tasks/"):
+        html = client.get(path).content.decode()
+        assert hidden.name not in html and hidden.uuid not in html, path
+    assert client.get(f"/vms/{hidden.name}/history").status_code == 404
+    assert client.get(f"/vms/{hidden.name}/").status_code == 404
+    assert client.get(f"/tasks/{op.pk}/").status_code == 404
+
+
+def test_auditor_and_admin_see_the_hidden_vm(as_role, shared_vms, hidden_activity):
+    hidden = shared_vms[1]
+    for role in ("auditor", "admin"):
+        user, _ = as_role(role)
+        api = api_for(user)
+        assert hidden.name in [vm["name"] for vm in api.get("/api/vms").json()]
+        assert [t["vm"] for t in api.get(f"/api/tasks?vm={hidden.name}").json()] == [hidden.name]
+        assert api.get(f"/api/vms/{hidden.name}/history").status_code == 200
