@@ -9,6 +9,8 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("tasks/", views.task_list, name="task-list"),
     path("tasks/<int:task_id>/", views.task_detail, name="task-detail"),
+    path("tasks/<int:task_id>/progress/", views.task_progress, name="task-progress"),
+    path("tasks/vm/<str:vm_uuid>/watch/", views.vm_task_watch, name="vm-task-watch"),
 ]
 
 # The record: audit trail, snapshot history, grants (issue 5).

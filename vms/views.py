@@ -1,28 +1,23 @@
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
-from operations import runner
-from snapshots import services as snapshot_services
+from operations.models import Operation
+from operations.views import describe
+from snapshots import views as snapshot_views
 from vms import access, services
 
 
 @login_required
 def vm_list(request):
-    return render(request, "vms/list.html", {"vms": services.inventory(request.user)})
+    inventory = services.inventory(request.user)
+    perms = access.access_for(request.user)
+    uuids = [vm.uuid for vm, _ in inventory]
+    busy = {op.vm_uuid: op for op in Operation.objects.filter(vm_uuid__in=uuids, status__in=Operation.ACTIVE)}
+    rows = [(vm, current, perms.perms(vm.uuid), describe(busy.get(vm.uuid))) for vm, current in inventory]
+    return render(request, "vms/list.html", {"rows": rows})
 
 
 @login_required
 def vm_detail(request, name: str):
-    vm, current = services.vm_detail(request.user, name)
-    tree = snapshot_services.load_tree(vm)
-    return render(
-        request,
-        "vms/detail.html",
-        {
-            "vm": vm,
-            "current": current,
-            "tree": tree,
-            "perms": access.access_for(request.user).perms(vm.uuid),
-            "active": runner.active_operation(vm.uuid),
-        },
-    )
+    """The VM page: header, live operation, snapshot tree (see snapshots.views)."""
+    return snapshot_views.vm_page(request, name)

@@ -1,0 +1,322 @@
+"""The VM page and its snapshot actions: thin views over ``snapshots.services``.
+
+Every action works without JavaScript (POST, redirect, GET with a flash message);
+with htmx the same URLs answer with the fragment to swap in place: the whole VM
+page (``#vm-page``) after an action that starts a task, one tree item after an
+edit, the confirmation inside the page's ``<dialog>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+from django_htmx.http import reswap, retarget
+
+from operations import runner
+from operations.audit import Actor
+from operations.models import Operation
+from operations.views import describe
+from snapshots import services
+from snapshots.forms import SnapshotCreateForm, SnapshotEditForm
+from snapshots.models import SnapshotRecord
+from vms import access, hypervisor
+from vms.errors import AppError
+
+# Tree levels that get their own indentation; deeper ones show "level N" instead,
+# so a chain hundreds deep never scrolls sideways.
+INDENT_LEVELS = 8
+
+
+@dataclass
+class Row:
+    """One snapshot in display order, with what the ARIA tree needs."""
+
+    record: SnapshotRecord
+    level: int  # 1 for a root
+    posinset: int
+    setsize: int
+    descendants: int = 0
+    current: bool = False
+    on_path: bool = False  # an ancestor of the current snapshot
+
+    @property
+    def deep(self) -> bool:
+        return self.level > INDENT_LEVELS
+
+
+def tree_rows(tree: services.Tree) -> list[Row]:
+    """The tree depth first, oldest sibling first, as a flat list.
+
+    Flat on purpose: a chain hundreds deep must hit neither Python's recursion
+    limit (recursive includes) nor the browser's DOM depth limit (nested lists).
+    The hierarchy is carried by aria-level / aria-posinset / aria-setsize.
+    """
+    current = tree.current.pk if tree.current else None
+    on_path: set[int] = set()
+    node = tree.current
+    while node is not None and node.pk not in on_path:
+        on_path.add(node.pk)
+        node = tree.by_id.get(node.parent_id)
+    rows: list[Row] = []
+    stack = [(r, 1, i + 1, len(tree.roots)) for i, r in reversed(list(enumerate(tree.roots)))]
+    while stack:
+        record, level, pos, size = stack.pop()
+        rows.append(Row(record, level, pos, size, current=record.pk == current, on_path=record.pk in on_path))
+        kids = record.kids
+        stack.extend((k, level + 1, i + 1, len(kids)) for i, k in reversed(list(enumerate(kids))))
+    counts: dict[int, int] = {}
+    for row in reversed(rows):  # children come after their parent: count bottom-up
+        row.descendants = counts[row.record.pk] = sum(1 + counts.get(k.pk, 0) for k in row.record.kids)
+    return rows
+
+
+def subtree(rows: list[Row], record: SnapshotRecord) -> list[Row]:
+    """The rows below ``record``, in display order."""
+    for i, row in enumerate(rows):
+        if row.record.pk == record.pk:
+            return rows[i + 1 : i + 1 + row.descendants]
+    return []
+
+
+def busy_reason(active: Operation | None) -> str:
+    """Why the snapshot actions are disabled right now ("" when they are not)."""
+    if active is None:
+        return ""
+    state = "waiting for a worker" if active.status == Operation.Status.QUEUED else "running"
+    return f"{runner.describe(active).capitalize()} is {state}: wait for it to end."
+
+
+def _placement(op: Operation | None, tree: services.Tree) -> tuple[str, int | None]:
+    """Where an operation's progress shows: where it was started."""
+    if op is None:
+        return "", None
+    if op.kind == "snapshot.create":
+        return "create", None
+    pks = []
+    if op.kind == "snapshot.revert":
+        pks = [op.params.get("record")]
+    elif op.kind == "snapshot.delete":
+        pks = [t.get("record") for t in op.params.get("targets", [])[-1:]]
+    for pk in pks:
+        if pk in tree.by_id:
+            return "row", pk
+    return "general", None
+
+
+def page_context(request: HttpRequest, vm: hypervisor.VMInfo, *, task: int | None = None, create_form=None) -> dict:
+    """Everything the VM page shows, in a fixed number of queries and libvirt calls."""
+    tree = services.load_tree(vm)
+    perms = access.access_for(request.user).perms(vm.uuid)
+    active = describe(runner.active_operation(vm.uuid))
+    shown = active
+    if shown is None and task:
+        # A task that just ended: its outcome stays where it was started.
+        shown = describe(Operation.objects.filter(pk=task, vm_uuid=vm.uuid).first())
+    place, place_pk = _placement(shown, tree)
+    if place == "create" and "snapshot_create" not in perms:
+        place = "general"  # no form on this user's page: show it at the top
+    return {
+        "vm": vm,
+        "tree": tree,
+        "rows": tree_rows(tree),
+        "current": tree.current,
+        "perms": perms,
+        "active": active,
+        "shown": shown,
+        "place": place,
+        "place_pk": place_pk,
+        "busy_reason": busy_reason(active),
+        "blockers": hypervisor.snapshot_blockers(vm),
+        "form": create_form or SnapshotCreateForm(),
+        "default_name": services.default_name(tree),
+        "name_rule": services.NAME_RULE,
+        "indent_levels": INDENT_LEVELS,
+    }
+
+
+def render_page(request: HttpRequest, context: dict, status: int = 200) -> HttpResponse:
+    """The VM page, or only its ``#vm-page`` part for htmx."""
+    template = "vms/_page.html" if request.htmx else "vms/detail.html"
+    return render(request, template, context, status=status)
+
+
+def _task_param(request: HttpRequest) -> int | None:
+    value = request.GET.get("task", "")
+    return int(value) if value.isdigit() else None
+
+
+def vm_page(request: HttpRequest, name: str) -> HttpResponse:
+    vm = access.get_vm(request.user, name)
+    return render_page(request, page_context(request, vm, task=_task_param(request)))
+
+
+def _vm_url(vm_name: str, *, task: int | None = None, anchor: str = "") -> str:
+    url = reverse("vm-detail", args=[vm_name])
+    if task:
+        url += f"?task={task}"
+    return url + (f"#{anchor}" if anchor else "")
+
+
+def _started(request: HttpRequest, vm_name: str, op: Operation, what: str) -> HttpResponse:
+    """An operation was queued: show the page with its progress where it was started."""
+    messages.success(request, f"{what}: task #{op.pk} started.")
+    if request.htmx:
+        vm = access.get_vm(request.user, vm_name)
+        return render_page(request, page_context(request, vm, task=op.pk))
+    return redirect(_vm_url(vm_name, task=op.pk))
+
+
+# ---------------------------------------------------------------------------
+# Take a snapshot
+
+
+@login_required
+@require_POST
+def snapshot_create(request: HttpRequest, vm: str) -> HttpResponse:
+    form = SnapshotCreateForm(request.POST)
+    form.is_valid()  # nothing to refuse here: the service checks (and audits)
+    data = form.cleaned_data
+    try:
+        op = services.request_create(Actor.from_request(request), vm, data.get("name") or None, data.get("description", ""))
+    except AppError as exc:
+        if exc.status in (403, 404):
+            raise
+        form.show_error(exc)
+        return render_page(request, page_context(request, access.get_vm(request.user, vm), create_form=form), exc.status)
+    return _started(request, vm, op, f"Taking snapshot {op.snapshot}")
+
+
+# ---------------------------------------------------------------------------
+# One snapshot: its tree item, edit in place
+
+
+def _row_context(request: HttpRequest, tree: services.Tree, record: SnapshotRecord, **extra) -> dict:
+    rows = tree_rows(tree)
+    row = next(r for r in rows if r.record.pk == record.pk)
+    active = describe(runner.active_operation(tree.vm.uuid))
+    return {
+        "vm": tree.vm,
+        "tree": tree,
+        "row": row,
+        "perms": access.access_for(request.user).perms(tree.vm.uuid),
+        "active": active,
+        "busy_reason": busy_reason(active),
+        "blockers": hypervisor.snapshot_blockers(tree.vm),
+        "indent_levels": INDENT_LEVELS,
+        **extra,
+    }
+
+
+@login_required
+def snapshot_row(request: HttpRequest, vm: str, snapshot: str) -> HttpResponse:
+    """One tree item (htmx: cancel an edit); without JS, the snapshot on the VM page."""
+    tree, record = services.get_snapshot(request.user, vm, snapshot)
+    if not request.htmx:
+        return redirect(_vm_url(vm, anchor=f"snap-{record.pk}"))
+    return render(request, "snapshots/_row.html", _row_context(request, tree, record, focus_edit=True))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def snapshot_edit(request: HttpRequest, vm: str, snapshot: str) -> HttpResponse:
+    """Rename a snapshot and edit its description, in place in the tree."""
+    if request.method == "POST":
+        form = SnapshotEditForm(request.POST)
+        form.is_valid()
+        data = form.cleaned_data
+        try:
+            tree, record = services.request_update(
+                Actor.from_request(request), vm, snapshot, name=data.get("name", ""), description=data.get("description", "")
+            )
+        except AppError as exc:
+            if exc.status in (403, 404):
+                raise
+            form.show_error(exc)
+            status = exc.status
+        else:
+            messages.success(request, f"Snapshot {snapshot} saved" + (f" as {record.name}." if record.name != snapshot else "."))
+            if request.htmx:
+                return render(request, "snapshots/_row.html", _row_context(request, tree, record, focus_edit=True))
+            return redirect(_vm_url(vm, anchor=f"snap-{record.pk}"))
+        tree, record = services.get_snapshot(request.user, vm, snapshot)
+    else:
+        tree, record = services.get_snapshot(request.user, vm, snapshot)
+        access.check(request.user, "snapshot_edit", tree.vm)
+        form = SnapshotEditForm(initial={"name": record.name, "description": record.description})
+        status = 200
+    context = _row_context(request, tree, record, form=form, editing=True)
+    template = "snapshots/_row.html" if request.htmx else "snapshots/edit.html"
+    return render(request, template, context, status=status)
+
+
+# ---------------------------------------------------------------------------
+# Revert and delete: confirm first (a page without JS, the page's dialog with it)
+
+
+def _confirm(request: HttpRequest, template: str, context: dict, status: int = 200) -> HttpResponse:
+    if request.htmx:
+        response = render(request, f"snapshots/_{template}_confirm.html", context, status=status)
+        if request.method == "POST":
+            # The form targets the page; a refusal stays in the dialog instead.
+            reswap(retarget(response, "#dialog-body"), "innerHTML")
+        return response
+    return render(request, f"snapshots/{template}.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def snapshot_revert(request: HttpRequest, vm: str, snapshot: str) -> HttpResponse:
+    error, status = "", 200
+    if request.method == "POST":
+        try:
+            op = services.request_revert(Actor.from_request(request), vm, snapshot)
+        except AppError as exc:
+            if exc.status in (403, 404):
+                raise
+            error, status = exc.message, exc.status
+        else:
+            return _started(request, vm, op, f"Reverting {vm} to snapshot {op.snapshot}")
+    tree, record = services.get_snapshot(request.user, vm, snapshot)
+    access.check(request.user, "snapshot_revert", tree.vm)
+    context = {"vm": tree.vm, "record": record, "tree": tree, "error": error, "is_current": tree.current == record}
+    return _confirm(request, "revert", context, status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def snapshot_delete(request: HttpRequest, vm: str, snapshot: str) -> HttpResponse:
+    error, status = "", 200
+    if request.method == "POST":
+        mode = request.POST.get("mode", "node")
+        try:
+            op = services.request_delete(Actor.from_request(request), vm, snapshot, mode)
+        except AppError as exc:
+            if exc.status in (403, 404):
+                raise
+            error, status = exc.message, exc.status
+        else:
+            what = f"Deleting snapshot {op.snapshot}"
+            if mode == "all" and len(op.params["targets"]) > 1:
+                what += f" and its {len(op.params['targets']) - 1} descendants"
+            return _started(request, vm, op, what)
+    tree, record = services.get_snapshot(request.user, vm, snapshot)
+    access.check(request.user, "snapshot_delete", tree.vm)
+    below = subtree(tree_rows(tree), record)
+    parent = tree.by_id.get(record.parent_id)
+    context = {
+        "vm": tree.vm,
+        "record": record,
+        "tree": tree,
+        "below": below,
+        "below_indent": [(row, row.level - below[0].level) for row in below],
+        "children": record.kids,
+        "parent": parent,
+        "error": error,
+    }
+    return _confirm(request, "delete", context, status)
