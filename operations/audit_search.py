@@ -38,8 +38,9 @@ class MomentField(forms.CharField):
         if not value:
             return None
         try:
-            moment = parse_datetime(value)
-            day = None if moment else parse_date(value)
+            # Date first: parse_datetime takes a bare date for midnight.
+            day = parse_date(value)
+            moment = None if day else parse_datetime(value)
         except ValueError:
             moment = day = None
         if moment is None and day is None:

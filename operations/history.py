@@ -71,10 +71,11 @@ class Life:
 
     record: SnapshotRecord
     former_names: list[str] = field(default_factory=list)
+    vm_gone: bool = False  # the VM is gone from libvirt, and its snapshots with it
 
     @property
     def exists(self) -> bool:
-        return self.record.deleted_at is None
+        return self.record.deleted_at is None and not self.vm_gone
 
     @property
     def first_name(self) -> str:
@@ -172,7 +173,7 @@ def build(vm_name: str, vm_uuid: str, vm: hypervisor.VMInfo | None = None) -> Hi
         .order_by("time", "id")
     )
     records = list(SnapshotRecord.objects.filter(vm_uuid=vm_uuid).order_by("created", "id"))
-    lives = [Life(r) for r in records]
+    lives = [Life(r, vm_gone=vm is None) for r in records]
     by_pk = {life.record.pk: life for life in lives}
     _trace_names(lives, [row for row in rows if row.action == "snapshot.update" and row.outcome == SUCCESS])
 
