@@ -269,9 +269,11 @@ def _entry(row: AuditEvent, by_pk: dict[int, Life]) -> Entry | None:
         old, new = params.get("old_name", row.snapshot), params.get("name")
         if new and new != old:
             details = {"old_name": old, "new_name": new}
+            also = ""
             if "description" in params:
                 details["description"] = params["description"]
-            return Entry(event="renamed", summary=f"{who} renamed snapshot {old} → {new}{failed}", details=details, **base)
+                also = " and set its description"
+            return Entry(event="renamed", summary=f"{who} renamed snapshot {old} → {new}{also}{failed}", details=details, **base)
         return Entry(
             event="edited",
             summary=f"{who} changed the description of snapshot {old}{failed}",
