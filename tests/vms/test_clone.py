@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -379,3 +380,78 @@ def test_snapshot_using_a_detached_disk_is_refused(api, vm, image_dir):
     task = done(api, api.post(f"/api/vms/{vm.name}/clone"), status="failed")
     assert str(extra) in task["message"] and "with-extra" in task["message"]
     assert not hypervisor.vm_exists(f"{vm.name}-clone")
+
+
+# ---------------------------------------------------------------------------
+# A worker that dies: the settle function decides from libvirt, and cleans up
+
+
+def queue_clone(api, vm, monkeypatch, **body) -> Operation:
+    monkeypatch.setattr(runner, "async_task", lambda *args, **kwargs: None)  # queue only
+    response = api.post(f"/api/vms/{vm.name}/clone", body or None, format="json")
+    assert response.status_code == 202, response.json()
+    return Operation.objects.get(pk=response.json()["id"])
+
+
+def test_settle_removes_a_partial_clone(api, vm, monkeypatch):
+    hypervisor.create_snapshot(vm.uuid, "one")
+    op = queue_clone(api, vm, monkeypatch)
+    dest = op.params["files"][disk(vm)]
+    # What a worker killed after copying and defining, before the snapshots, leaves behind.
+    Path(dest).write_bytes(Path(disk(vm)).read_bytes())
+    identity = hypervisor.CloneIdentity(name=op.params["name"], uuid=op.params["uuid"], paths=op.params["files"])
+    hypervisor.define_vm(hypervisor.clone_domain_xml(hypervisor.domain_xml(vm.uuid), identity))
+    finished, message = lifecycle._settle_clone(op)
+    assert finished is False and "was not complete" in message and "partial clone was removed" in message
+    assert not hypervisor.vm_exists(op.params["uuid"]) and not Path(dest).exists()
+    assert hypervisor.snapshot_names(vm.uuid) == (["one"], "one")
+
+
+def test_settle_completes_a_finished_clone(api, vm, monkeypatch, clones):
+    hypervisor.create_snapshot(vm.uuid, "one")
+    op = queue_clone(api, vm, monkeypatch, name=f"{vm.name}-late")
+    clones.append(f"{vm.name}-late")
+    # The worker did all the libvirt work, then died before recording it.
+    monkeypatch.setattr(lifecycle, "_finish_clone", lambda *args: None)
+    runner.run(op.pk)
+    monkeypatch.undo()
+    assert not SnapshotRecord.objects.filter(vm_name=f"{vm.name}-late").exists()
+    finished, message = lifecycle._settle_clone(Operation.objects.get(pk=op.pk))
+    assert finished is True and "completed" in message
+    assert SnapshotRecord.objects.get(vm_name=f"{vm.name}-late").origin == "clone"
+
+
+@pytest.mark.e2e
+def test_clone_through_the_cluster_and_a_killed_worker(api, make_vm, image_dir, random_memory, clones, monkeypatch, qcluster):
+    from django_q.conf import Conf
+
+    from vms import tiny
+
+    monkeypatch.setattr(Conf, "SYNC", False)  # the real cluster runs the tasks here
+    # A disk holding 512 MiB of data: copying it takes a while.
+    name = f"vstest-{os.urandom(4).hex()}"
+    big = image_dir / f"{name}.qcow2"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(random_memory), str(big)], check=True)
+    source = hypervisor.define_vm(tiny.tiny_vm_xml(name, [(big, "qcow2")]))
+    clones.append(source.uuid)
+    hypervisor.create_snapshot(source.uuid, "base")
+
+    task_id = api.post(f"/api/vms/{name}/clone", {"name": f"{name}-a"}, format="json").json()["id"]
+    deadline = time.monotonic() + 60
+    while True:
+        op = Operation.objects.get(pk=task_id)
+        if op.status == "running" and op.worker and op.message.startswith("Copying"):
+            break
+        assert op.status in ("queued", "running") and time.monotonic() < deadline, (op.status, op.message)
+        time.sleep(0.02)
+    os.kill(int(op.worker.split(":")[1]), 9)
+    task = wait_task(api, task_id, timeout=60)
+    assert task["status"] == "failed" and "was not complete" in task["message"], task
+    assert not hypervisor.vm_exists(f"{name}-a") and not (image_dir / f"{name}-a.qcow2").exists()
+
+    # The next clone goes through (the cluster started a new worker).
+    task = wait_task(api, api.post(f"/api/vms/{name}/clone", {"name": f"{name}-b"}, format="json").json()["id"], timeout=120)
+    clones.append(f"{name}-b")
+    assert task["status"] == "finished", task
+    assert re.search(r"51\d\.\d MiB of data copied", task["message"]), task  # 512 MiB of data, plus qcow2 metadata
+    assert sha256(str(image_dir / f"{name}-b.qcow2")) == sha256(str(big))

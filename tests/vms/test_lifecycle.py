@@ -359,3 +359,40 @@ def test_html_clone_form(client, admin_user, vm):
         assert hypervisor.get_vm(f"{vm.name}-html").snapshot_count == 0
     finally:
         remove_vm(f"{vm.name}-html")
+
+
+def test_vm_page_and_inventory_show_the_buttons(client, admin_user, vm, make_user):
+    client.force_login(admin_user)
+    page = client.get(f"/vms/{vm.name}/").content.decode()
+    assert f'action="/vms/{vm.name}/power/start/"' in page
+    assert f'href="/vms/{vm.name}/delete/"' in page and f'action="/vms/{vm.name}/clone/"' in page
+    inventory = client.get("/").content.decode()
+    assert f'action="/vms/{vm.name}/power/start/"' in inventory
+    client.force_login(make_user("vic", role="viewer", vm=vm))
+    page = client.get(f"/vms/{vm.name}/").content.decode()
+    assert "/power/" not in page and "/delete/" not in page and "/clone/" not in page
+    assert "/power/" not in client.get("/").content.decode()
+
+
+def test_inventory_start_comes_back_to_the_list(client, admin_user, vm):
+    client.force_login(admin_user)
+    response = client.post(f"/vms/{vm.name}/power/start/", {"next": "/"}, follow=True)
+    assert response.redirect_chain[-1][0] == "/" and state(vm) == "running"
+    assert f"Start {vm.name}: task #" in response.content.decode()
+
+
+def test_htmx_buttons_swap_the_page(client, admin_user, vm):
+    client.force_login(admin_user)
+    htmx = {"HTTP_HX_REQUEST": "true"}
+    response = client.post(f"/vms/{vm.name}/power/start/", **htmx)
+    assert response.status_code == 200 and 'id="vm-page"' in response.content.decode()
+    assert state(vm) == "running"
+    refused = client.post(f"/vms/{vm.name}/power/start/", **htmx)
+    assert refused.status_code == 409 and "already running" in refused.content.decode()
+    dialog = client.get(f"/vms/{vm.name}/power/poweroff/", **htmx)
+    assert dialog.status_code == 200 and "<html" not in dialog.content.decode() and "pulling the plug" in dialog.content.decode()
+    wrong = client.post(f"/vms/{vm.name}/delete/", {"confirm": "no"}, **htmx)
+    assert wrong.status_code == 400 and wrong["HX-Retarget"] == "#dialog-body"
+    deleted = client.post(f"/vms/{vm.name}/delete/", {"confirm": vm.name}, **htmx)
+    assert deleted["HX-Redirect"].startswith("/tasks/")
+    assert not hypervisor.vm_exists(vm.uuid)
