@@ -13,14 +13,12 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from operations.models import AuditEvent
-from vms.access import access_for
-from vms.errors import Forbidden, Invalid
+from vms import access
+from vms.errors import Invalid
 
 
 def check_can_audit(user) -> None:
-    """Admins and auditors read the audit trail; anyone else is refused (403)."""
-    if not access_for(user).can_audit:
-        raise Forbidden("Only auditors and admins may read the audit trail: ask an admin for the auditor role.")
+    access.require_audit(user)
 
 
 class MomentField(forms.CharField):

@@ -110,6 +110,18 @@ def get_vm(user, name: str, perm: str = "view") -> hypervisor.VMInfo:
     return vm
 
 
+def require_audit(user) -> None:
+    """Admins and auditors read every task and audit entry; anyone else gets 403."""
+    if not access_for(user).can_audit:
+        raise Forbidden("Only auditors and admins may read the audit trail: ask an admin for the auditor role.")
+
+
+def require_admin(user) -> None:
+    """Grants, roles, users and groups are managed by admins (Django superusers) only."""
+    if not access_for(user).is_admin:
+        raise Forbidden("Only admins may change grants and roles.")
+
+
 def visible_vms(user) -> list[hypervisor.VMInfo]:
     access = access_for(user)
     vms = hypervisor.list_vms()

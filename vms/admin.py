@@ -3,9 +3,14 @@ and the management commands: every change is audited."""
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group as AuthGroup
 from django.core.exceptions import PermissionDenied
 
+from operations import audit
 from operations.audit import Actor
+from operations.models import AuditEvent
 from vms import grants, hypervisor
 from vms.errors import AppError
 from vms.models import Grant, Role
@@ -126,3 +131,78 @@ class GrantAdmin(admin.ModelAdmin):
 
     def delete_model(self, request, obj):
         grants.remove_grant(obj, actor=Actor.from_request(request))
+
+
+# ---------------------------------------------------------------------------
+# Users and groups: Django's own admin pages, with every change on the record
+# (a group membership or a superuser flag changes what someone may do as much as a grant).
+
+User = get_user_model()
+# Fields whose change the trail names (a password hash never appears in it).
+WATCHED = ("username", "is_active", "is_staff", "is_superuser", "groups", "first_name", "last_name", "email")
+
+
+def _record(request, action: str, message: str, params: dict) -> None:
+    audit.record(action, actor=Actor.from_request(request), stage=AuditEvent.Stage.EVENT, params=params, message=message)
+
+
+admin.site.unregister(User)
+admin.site.unregister(AuthGroup)
+
+
+@admin.register(User)
+class AuditedUserAdmin(UserAdmin):
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        user = form.instance
+        changed = [f for f in form.changed_data if f in WATCHED]
+        if change and not changed:
+            return
+        params = {"user": user.username, "changed": changed, "groups": sorted(user.groups.values_list("name", flat=True))}
+        params.update({flag: getattr(user, flag) for flag in ("is_active", "is_staff", "is_superuser")})
+        if change:
+            details = ", ".join(f"{f} → {getattr(user, f)}" if f.startswith("is_") else f for f in changed)
+            _record(request, "user.change", f"User {user.username} changed: {details}.", params)
+        else:
+            _record(request, "user.add", f"User {user.username} created.", params)
+
+    def user_change_password(self, request, id, form_url=""):
+        response = super().user_change_password(request, id, form_url)
+        if request.method == "POST" and response.status_code == 302:
+            user = User.objects.filter(pk=id).first()
+            name = user.username if user else f"#{id}"
+            _record(request, "user.password", f"Password of user {name} set by an admin.", {"user": name})
+        return response
+
+    def delete_model(self, request, obj):
+        name = obj.username
+        for grant in Grant.objects.filter(user=obj).select_related("role", "user"):
+            grants.remove_grant(grant, actor=Actor.from_request(request))
+        super().delete_model(request, obj)
+        _record(request, "user.remove", f"User {name} deleted (their audit rows keep the name).", {"user": name})
+
+    def delete_queryset(self, request, queryset):
+        for user in queryset:
+            self.delete_model(request, user)
+
+
+@admin.register(AuthGroup)
+class AuditedGroupAdmin(GroupAdmin):
+    def save_model(self, request, obj, form, change):
+        before = AuthGroup.objects.filter(pk=obj.pk).values_list("name", flat=True).first() if change else None
+        super().save_model(request, obj, form, change)
+        if not change:
+            _record(request, "group.add", f"Group {obj.name} created.", {"group": obj.name})
+        elif before != obj.name:
+            _record(request, "group.change", f"Group {before} renamed {obj.name}.", {"group": obj.name, "old_name": before})
+
+    def delete_model(self, request, obj):
+        name = obj.name
+        for grant in Grant.objects.filter(group=obj).select_related("role", "group"):
+            grants.remove_grant(grant, actor=Actor.from_request(request))
+        super().delete_model(request, obj)
+        _record(request, "group.remove", f"Group {name} deleted.", {"group": name})
+
+    def delete_queryset(self, request, queryset):
+        for group in queryset:
+            self.delete_model(request, group)

@@ -11,8 +11,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from operations.audit import Actor
-from vms import grants, hypervisor
-from vms.errors import AppError, Forbidden
+from vms import access, grants, hypervisor
+from vms.errors import AppError
 from vms.models import Grant, Role
 
 
@@ -46,8 +46,8 @@ def _require_admin(request, action: str | None = None) -> Actor:
     actor = Actor.from_request(request)
     if action:
         grants.check_admin(actor, action)  # audits a refused change
-    elif not request.user.is_superuser:
-        raise Forbidden("Only admins manage grants.")
+    else:
+        access.require_admin(request.user)
     return actor
 
 

@@ -49,12 +49,11 @@ def command_actor() -> CommandActor:
 
 def check_admin(actor: Actor, action: str) -> None:
     """Only admins change grants and roles; a refused attempt is audited too."""
-    user = actor.user
-    if user is not None and user.is_active and user.is_superuser:
-        return
-    message = "Only admins may change grants and roles."
-    audit.record(action, actor=actor, outcome=AuditEvent.Outcome.DENIED, stage=AuditEvent.Stage.EVENT, message=message)
-    raise Forbidden(message)
+    try:
+        access.require_admin(actor.user)
+    except Forbidden as exc:
+        audit.record(action, actor=actor, outcome=AuditEvent.Outcome.DENIED, stage=AuditEvent.Stage.EVENT, message=exc.message)
+        raise
 
 
 # ---------------------------------------------------------------------------

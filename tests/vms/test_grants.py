@@ -112,7 +112,9 @@ def test_command_errors_are_clear(make_user, args, message):
 
 def test_revoke_on_a_vm_gone_from_libvirt(make_user, vm):
     hank = make_user("hank")
-    Grant.objects.create(role=Role.objects.get(name="viewer"), user=hank, vm_uuid="0" * 8 + "-0000-0000-0000-" + "0" * 12, vm_name="gone-vm")
+    Grant.objects.create(
+        role=Role.objects.get(name="viewer"), user=hank, vm_uuid="0" * 8 + "-0000-0000-0000-" + "0" * 12, vm_name="gone-vm"
+    )
     run("revoke", "hank", "viewer", "--vm", "gone-vm")
     assert not Grant.objects.exists()
 
@@ -255,7 +257,9 @@ def test_admin_defines_a_role_from_the_permission_list(client, admin_user):
     client.force_login(admin_user)
     page = client.get("/admin/vms/role/add/").content.decode()
     assert "snapshot_revert" in page and "audit" in page
-    response = client.post("/admin/vms/role/add/", {"name": "reverter", "description": "", "permissions": ["view", "snapshot_revert"]})
+    response = client.post(
+        "/admin/vms/role/add/", {"name": "reverter", "description": "", "permissions": ["view", "snapshot_revert"]}
+    )
     assert response.status_code == 302
     assert Role.objects.get(name="reverter").permissions == ["view", "snapshot_revert"]
     assert AuditEvent.objects.get(action="role.add").username == "root-admin"
@@ -264,3 +268,40 @@ def test_admin_defines_a_role_from_the_permission_list(client, admin_user):
     builtin = Role.objects.get(name="owner")
     assert client.post(f"/admin/vms/role/{builtin.pk}/delete/", {"post": "yes"}).status_code == 403
     assert Role.objects.filter(name="owner").exists()
+
+
+def test_admin_user_and_group_changes_are_audited(client, admin_user, make_user, vm):
+    client.force_login(admin_user)
+    assert client.post("/admin/auth/group/add/", {"name": "ops"}).status_code == 302
+    ops = Group.objects.get(name="ops")
+    assert AuditEvent.objects.get(action="group.add").params == {"group": "ops"}
+    quinn = make_user("quinn")
+    form = {
+        "username": "quinn",
+        "is_active": "on",
+        "groups": [ops.pk],
+        "last_login_0": "",
+        "last_login_1": "",
+        "date_joined_0": "2026-01-01",
+        "date_joined_1": "00:00:00",
+        "email": "quinn@example.com",
+    }
+    response = client.post(f"/admin/auth/user/{quinn.pk}/change/", form)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    change = AuditEvent.objects.get(action="user.change")
+    assert change.params["changed"] == ["groups"] and change.params["groups"] == ["ops"]
+    assert change.username == "root-admin"
+    response = client.post(f"/admin/auth/user/{quinn.pk}/change/", {**form, "is_superuser": "on"})
+    assert response.status_code == 302
+    promoted = AuditEvent.objects.filter(action="user.change").order_by("-id").first()
+    assert promoted.params["is_superuser"] is True and "is_superuser → True" in promoted.message
+    # Deleting a group takes its grants with it: each removal is on the record.
+    grants.grant_role("viewer", group=ops, vm=vm.name, actor=grants.command_actor())
+    assert client.post(f"/admin/auth/group/{ops.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert AuditEvent.objects.get(action="grant.remove").params["group"] == "ops"
+    assert AuditEvent.objects.get(action="group.remove").params == {"group": "ops"}
+    new_password = {"password1": "a-long-new-secret-42", "password2": "a-long-new-secret-42", "usable_password": "true"}
+    assert client.post(f"/admin/auth/user/{quinn.pk}/password/", new_password).status_code == 302
+    assert AuditEvent.objects.get(action="user.password").params == {"user": "quinn"}
+    assert client.post(f"/admin/auth/user/{quinn.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert AuditEvent.objects.get(action="user.remove").params == {"user": "quinn"}
