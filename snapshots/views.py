@@ -135,7 +135,6 @@ def page_context(request: HttpRequest, vm: hypervisor.VMInfo, *, task: int | Non
         "blockers": hypervisor.snapshot_blockers(vm),
         "form": create_form or SnapshotCreateForm(),
         "default_name": services.default_name(tree),
-        "name_rule": services.NAME_RULE,
         "indent_levels": INDENT_LEVELS,
     }
 
@@ -219,7 +218,7 @@ def snapshot_row(request: HttpRequest, vm: str, snapshot: str) -> HttpResponse:
     tree, record = services.get_snapshot(request.user, vm, snapshot)
     if not request.htmx:
         return redirect(_vm_url(vm, anchor=f"snap-{record.pk}"))
-    return render(request, "snapshots/_row.html", _row_context(request, tree, record, focus_edit=True))
+    return render(request, "snapshots/_row_response.html", _row_context(request, tree, record, focus_edit=True))
 
 
 @login_required
@@ -242,7 +241,7 @@ def snapshot_edit(request: HttpRequest, vm: str, snapshot: str) -> HttpResponse:
         else:
             messages.success(request, f"Snapshot {snapshot} saved" + (f" as {record.name}." if record.name != snapshot else "."))
             if request.htmx:
-                return render(request, "snapshots/_row.html", _row_context(request, tree, record, focus_edit=True))
+                return render(request, "snapshots/_row_response.html", _row_context(request, tree, record, focus_edit=True))
             return redirect(_vm_url(vm, anchor=f"snap-{record.pk}"))
         tree, record = services.get_snapshot(request.user, vm, snapshot)
     else:
@@ -251,7 +250,7 @@ def snapshot_edit(request: HttpRequest, vm: str, snapshot: str) -> HttpResponse:
         form = SnapshotEditForm(initial={"name": record.name, "description": record.description})
         status = 200
     context = _row_context(request, tree, record, form=form, editing=True)
-    template = "snapshots/_row.html" if request.htmx else "snapshots/edit.html"
+    template = "snapshots/_row_response.html" if request.htmx else "snapshots/edit.html"
     return render(request, template, context, status=status)
 
 

@@ -131,6 +131,17 @@
     }
   });
 
+  // Escape leaves an edit in place, like Cancel.
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape") return;
+    const form = event.target.closest && event.target.closest('[role="treeitem"] .edit-form');
+    const cancel = form && form.querySelector("[data-cancel]");
+    if (cancel) {
+      event.preventDefault();
+      cancel.click();
+    }
+  });
+
   // Arrow keys on tree items (the WAI-ARIA tree pattern); Tab still reaches the buttons.
   document.addEventListener("keydown", function (event) {
     const item = event.target;
