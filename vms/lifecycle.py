@@ -37,7 +37,7 @@ from operations.audit import Actor
 from operations.models import AuditEvent, Operation
 from snapshots.models import SnapshotRecord
 from snapshots.services import OUTSIDE, _created, _vm_for_task, attempt, load_tree, mark_deleted
-from vms import access, hypervisor
+from vms import access, grants, hypervisor
 from vms.errors import AppError, Conflict, Failed, Invalid
 from vms.models import Grant
 
@@ -343,9 +343,7 @@ def qcow2_snapshot_tags(path: str) -> list[str]:
     """Internal snapshot tags inside a qcow2 file ([] if none, or if it is not a readable qcow2)."""
     if not os.path.isfile(path):
         return []
-    result = subprocess.run(
-        ["qemu-img", "info", "-U", "--output=json", path], capture_output=True, text=True, timeout=60
-    )
+    result = subprocess.run(["qemu-img", "info", "-U", "--output=json", path], capture_output=True, text=True, timeout=60)
     if result.returncode:
         return []
     return [s.get("name", "") for s in json.loads(result.stdout).get("snapshots", [])]
@@ -662,6 +660,8 @@ def _finish_clone(op: Operation, clone: hypervisor.VMInfo, snapshots: list[hyper
             created_by_username=original.created_by_username if original else OUTSIDE,
         )
     actor = Actor.from_operation(op)
+    roles = _share_clone(op, clone, actor)
+    given = f" {op.username} was given role {', '.join(roles)} on it, as on {op.vm_name}." if roles else ""
     audit.record(
         "vm.clone",
         actor=actor,
@@ -669,39 +669,29 @@ def _finish_clone(op: Operation, clone: hypervisor.VMInfo, snapshots: list[hyper
         params={"source": op.vm_name, "source_uuid": op.vm_uuid},
         operation=op,
         stage=AuditEvent.Stage.EVENT,
-        message=f"Created as a clone of {op.vm_name} with {len(made)} snapshots (task #{op.pk}).",
+        message=f"Created as a clone of {op.vm_name} with {len(made)} snapshots (task #{op.pk}).{given}",
     )
-    _share_clone(op, clone, actor)
 
 
-def _share_clone(op: Operation, clone: hypervisor.VMInfo, actor: Actor) -> None:
+def _share_clone(op: Operation, clone: hypervisor.VMInfo, actor: Actor) -> list[str]:
     """The requester gets on the clone the roles they hold on the source VM itself.
 
     Roles held on all VMs cover the clone already; without this, a user with
-    ``clone`` on one VM could not see the clone they made.
+    ``clone`` on one VM could not see the clone they made. Returns the roles given.
     """
     user = op.user
     if user is None or user.is_superuser:
-        return
+        return []
     roles = {
         g.role
         for g in Grant.objects.filter(Q(user=user) | Q(group__user=user), vm_uuid=op.vm_uuid).select_related("role").distinct()
     }
+    given = []
     for role in sorted(roles, key=lambda r: r.name):
-        _, new = Grant.objects.get_or_create(
-            role=role, user=user, vm_uuid=clone.uuid, defaults={"vm_name": clone.name, "created_by": f"clone of {op.vm_name}"}
-        )
+        _, new = grants.grant_role(role, user=user, vm=clone.uuid, actor=actor)
         if new:
-            audit.record(
-                "grant.add",
-                actor=actor,
-                vm=clone,
-                params={"role": role.name, "user": user.username},
-                operation=op,
-                stage=AuditEvent.Stage.EVENT,
-                message=f"Role {role.name} on {clone.name} given to {user.username}, who cloned it from {op.vm_name}.",
-            )
-    access.forget(user)
+            given.append(role.name)
+    return given
 
 
 def _settle_clone(op: Operation) -> tuple[bool, str]:
