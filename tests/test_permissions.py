@@ -42,8 +42,9 @@ class Endpoint:
     path: str  # {vm} is the shared VM's name
     perm: str  # a per-VM permission, "audit", ADMIN or ANYONE
     ok: int = 200  # the answer when allowed
-    body: dict | None = None
+    body: dict | None = None  # {vm} in a value is the shared VM's name
     action: str = ""  # the audit action of a mutating request
+    ok_outcome: str = ""  # when allowed, if not the status's own (a page redirects after a refusal too)
 
     @property
     def api(self) -> bool:
@@ -82,6 +83,40 @@ ENDPOINTS = [
     Endpoint("page audit", "GET", "/audit/", "audit"),
     Endpoint("page audit csv", "GET", "/audit/export.csv", "audit"),
     Endpoint("page grants", "GET", "/grants/", ADMIN),
+    # Page actions (no JavaScript: POST, then a redirect to the VM page).
+    Endpoint("page snapshot", "GET", "/vms/{vm}/snapshots/base/", "view", 302),
+    Endpoint(
+        "page take snapshot", "POST", "/vms/{vm}/snapshots/", "snapshot_create", 302, {"name": "matrix-page"}, "snapshot.create"
+    ),
+    Endpoint("page edit form", "GET", "/vms/{vm}/snapshots/base/edit/", "snapshot_edit"),
+    Endpoint(
+        "page edit snapshot",
+        "POST",
+        "/vms/{vm}/snapshots/base/edit/",
+        "snapshot_edit",
+        302,
+        {"name": "base", "description": "x"},
+        "snapshot.update",
+    ),
+    Endpoint("page revert confirm", "GET", "/vms/{vm}/snapshots/base/revert/", "snapshot_revert"),
+    Endpoint("page revert", "POST", "/vms/{vm}/snapshots/base/revert/", "snapshot_revert", 302, {}, "snapshot.revert"),
+    Endpoint("page delete confirm", "GET", "/vms/{vm}/snapshots/base/delete/", "snapshot_delete"),
+    Endpoint(
+        "page delete snapshot",
+        "POST",
+        "/vms/{vm}/snapshots/base/delete/",
+        "snapshot_delete",
+        302,
+        {"mode": "node"},
+        "snapshot.delete",
+    ),
+    Endpoint("page start confirm", "GET", "/vms/{vm}/power/start/", "power"),
+    Endpoint("page start", "POST", "/vms/{vm}/power/start/", "power", 302, {}, "vm.start"),
+    Endpoint("page poweroff", "POST", "/vms/{vm}/power/poweroff/", "power", 302, {}, "vm.poweroff", AuditEvent.Outcome.FAILED),
+    Endpoint("page clone form", "GET", "/vms/{vm}/clone/", "clone"),
+    Endpoint("page clone", "POST", "/vms/{vm}/clone/", "clone", 302, {}, "vm.clone"),
+    Endpoint("page delete vm form", "GET", "/vms/{vm}/delete/", "delete"),
+    Endpoint("page delete vm", "POST", "/vms/{vm}/delete/", "delete", 302, {"confirm": "{vm}"}, "vm.delete"),
 ]
 
 
@@ -101,7 +136,9 @@ def expected_status(role: str, permissions: set[str], endpoint: Endpoint) -> int
     return endpoint.ok if admin or endpoint.perm in permissions else 403
 
 
-def expected_outcome(status: int) -> str:
+def expected_outcome(status: int, endpoint: Endpoint) -> str:
+    if status == endpoint.ok and endpoint.ok_outcome:
+        return endpoint.ok_outcome
     if status < 400:
         return AuditEvent.Outcome.SUCCESS
     return AuditEvent.Outcome.DENIED if status in (401, 403, 404) else AuditEvent.Outcome.FAILED
@@ -162,6 +199,8 @@ def send(user, endpoint: Endpoint, vm_name: str):
     client = Client()
     if user:
         client.force_login(user)
+    if endpoint.method == "POST":
+        return client.post(path, {k: v.format(vm=vm_name) for k, v in (endpoint.body or {}).items()})
     return client.generic(endpoint.method, path)
 
 
@@ -205,9 +244,12 @@ def test_matrix(role, endpoint, as_role, shared_vms):
             assert data["reason"] == unknown.replace("vstest-no-such-vm", vm.name)
         if want == 403 and endpoint.perm not in (ADMIN, "audit"):
             assert endpoint.perm in data["reason"]
-    if endpoint.action:
+    if not endpoint.api and want == 403 and endpoint.perm not in (ADMIN, "audit"):
+        assert endpoint.perm in response.content.decode()
+    if endpoint.action and not (role == "anonymous" and not endpoint.api):
+        # (An anonymous page POST is only sent to the login page: it reaches no service.)
         events = AuditEvent.objects.filter(action=endpoint.action, vm_name=vm.name, username=user.username if user else "")
-        assert [e.outcome for e in events] == [expected_outcome(want)]
+        assert [e.outcome for e in events] == [expected_outcome(want, endpoint)]
 
 
 def test_expectations_follow_the_role_table(db):
