@@ -6,6 +6,6 @@ class VmsConfig(AppConfig):
     verbose_name = "VMs and access"
 
     def ready(self) -> None:
-        # Registers the VM operation kinds (power, delete, clone) with the task runner.
-        from vms import lifecycle  # noqa: F401
-        from vms import signals  # noqa: F401  (built-in roles after migrate and flush)
+        # lifecycle registers the VM operation kinds (power, delete, clone) with the task
+        # runner; signals re-create the built-in roles after migrate and flush.
+        from vms import lifecycle, signals  # noqa: F401
