@@ -18,8 +18,7 @@ from snapshots.models import SnapshotRecord
 from tests.conftest import api_for, remove_vm, wait_task
 from vms import hypervisor, lifecycle
 
-# serialized_rollback: the built-in roles (a data migration) survive the flush between tests.
-pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True), pytest.mark.usefixtures("sync_tasks")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sync_tasks")]
 
 
 @pytest.fixture

@@ -15,8 +15,7 @@ from snapshots.models import SnapshotRecord
 from tests.conftest import api_for, remove_vm, wait_task
 from vms import hypervisor, lifecycle, tiny
 
-# serialized_rollback: the built-in roles (a data migration) survive the flush between tests.
-pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True), pytest.mark.usefixtures("sync_tasks")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sync_tasks")]
 
 
 def act(api, vm, action, expect=202, status="finished", **body) -> dict:
