@@ -9,8 +9,7 @@ from django.test import Client
 from tests.conftest import api_for, remove_vm, wait_task
 from vms import hypervisor
 
-# serialized_rollback: the builtin roles (a data migration) come back for each test.
-pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True), pytest.mark.usefixtures("sync_tasks")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sync_tasks")]
 
 
 def done(client, response):
