@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.core.exceptions import ValidationError
 from django.utils import timezone
@@ -80,19 +81,13 @@ class GuardedModelBackend(ModelBackend):
 
     def authenticate(self, request, username=None, password=None, **kwargs):
         if username is None:
-            username = kwargs.get(self._username_field())
+            username = kwargs.get(get_user_model().USERNAME_FIELD)
         if username is not None:
             ip = audit.client_ip(request) if request is not None else None
             until = locked_until(str(username), ip)
             if until is not None:
                 self._refuse(request, str(username)[:150], ip, until)
         return super().authenticate(request, username=username, password=password, **kwargs)
-
-    @staticmethod
-    def _username_field() -> str:
-        from django.contrib.auth import get_user_model
-
-        return get_user_model().USERNAME_FIELD
 
     @staticmethod
     def _refuse(request, username: str, ip: str | None, until: datetime):

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_slug
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from operations import audit
@@ -134,23 +136,31 @@ def grant_role(role: Role | str, *, user=None, group=None, vm: str | None = None
     role = get_role(role)
     grantee = _grantee(user, group)
     vm_uuid, vm_name = resolve_scope(role, vm)
-    with transaction.atomic():
-        existing = Grant.objects.filter(role=role, vm_uuid=vm_uuid, **grantee).first()
-        if existing is not None:
-            return existing, False
-        grant = Grant.objects.create(role=role, vm_uuid=vm_uuid, vm_name=vm_name, created_by=actor.username, **grantee)
-        audit.record(
-            "grant.add",
-            actor=actor,
-            vm_name=vm_name,
-            vm_uuid=vm_uuid,
-            params=_audit_params(grant),
-            stage=AuditEvent.Stage.EVENT,
-            message=f"Granted {role.name} to {_grantee_label(user, group)} on {grant.scope}.",
-        )
+    existing = Grant.objects.filter(role=role, vm_uuid=vm_uuid, **grantee).first()
+    if existing is not None:
+        return existing, False
+    try:
+        with transaction.atomic():
+            grant = Grant.objects.create(role=role, vm_uuid=vm_uuid, vm_name=vm_name, created_by=actor.username, **grantee)
+            _record_grant(grant, actor, role, user, group)
+    except IntegrityError:
+        # The same grant made at the same moment elsewhere: it exists, nothing to add.
+        return Grant.objects.get(role=role, vm_uuid=vm_uuid, **grantee), False
     if user is not None:
         access.forget(user)
     return grant, True
+
+
+def _record_grant(grant: Grant, actor: Actor, role: Role, user, group) -> None:
+    audit.record(
+        "grant.add",
+        actor=actor,
+        vm_name=grant.vm_name,
+        vm_uuid=grant.vm_uuid,
+        params=_audit_params(grant),
+        stage=AuditEvent.Stage.EVENT,
+        message=f"Granted {role.name} to {_grantee_label(user, group)} on {grant.scope}.",
+    )
 
 
 def find_grant(role: Role | str, *, user=None, group=None, vm: str | None = None) -> Grant:
@@ -224,6 +234,12 @@ def validate_permissions(permissions) -> list[str]:
 
 def define_role(name: str, permissions, description: str = "", *, actor: Actor) -> tuple[Role, bool]:
     """Create role ``name`` or change its permissions and description. Built-in roles are fixed."""
+    try:
+        validate_slug(name)
+    except ValidationError:
+        raise Invalid(f"Invalid role name {name!r}: use letters, digits, '-' and '_'.") from None
+    if name == "admin":
+        raise Invalid("'admin' is not a role: admins are Django superusers.")
     permissions = validate_permissions(permissions)
     with transaction.atomic():
         role = Role.objects.select_for_update().filter(name=name).first()
