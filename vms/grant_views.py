@@ -25,6 +25,7 @@ class GrantForm(forms.Form):
         super().__init__(*args, **kwargs)
         users = get_user_model().objects.filter(is_active=True).order_by("username")
         self.fields["grantee"].choices = [
+            ("", "Choose a user or a group"),
             ("Users", [(f"user:{u.username}", u.username) for u in users]),
             ("Groups", [(f"group:{g.name}", g.name) for g in Group.objects.order_by("name")]),
         ]
