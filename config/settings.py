@@ -157,6 +157,9 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# Seconds a graceful (ACPI) shutdown waits for the guest OS before the task fails.
+SHUTDOWN_TIMEOUT = envint("SHUTDOWN_TIMEOUT", 60)
+
 # django-q2 only delivers work; our Operation rows are the history.
 TASK_TIMEOUT = envint("TASK_TIMEOUT", 1800)
 Q_CLUSTER = {

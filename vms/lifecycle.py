@@ -137,7 +137,7 @@ def power_refusal(action: str, vm: hypervisor.VMInfo) -> str | None:
 
 def shutdown_timeout() -> int:
     """Seconds a shutdown waits for the guest OS (SHUTDOWN_TIMEOUT, default 60)."""
-    return int(getattr(settings, "SHUTDOWN_TIMEOUT", None) or os.environ.get("SHUTDOWN_TIMEOUT", 60))
+    return settings.SHUTDOWN_TIMEOUT
 
 
 def max_shutdown_timeout() -> int:
