@@ -9,12 +9,14 @@ edit, the confirmation inside the page's ``<dialog>``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import reswap, retarget
 
@@ -35,15 +37,26 @@ INDENT_LEVELS = 8
 
 @dataclass
 class Row:
-    """One snapshot in display order, with what the ARIA tree needs."""
+    """One snapshot in display order, with what the ARIA tree needs.
+
+    Strings the template would otherwise compute per item (URLs, ids, times) are
+    made here once: a 500-item tree renders several times faster that way.
+    """
 
     record: SnapshotRecord
     level: int  # 1 for a root
     posinset: int
     setsize: int
+    url: str = ""  # the snapshot's URL; its actions are below it
     descendants: int = 0
     current: bool = False
     on_path: bool = False  # an ancestor of the current snapshot
+
+    def __post_init__(self):
+        self.dom_id = f"snap-{self.record.pk}"
+        created = timezone.localtime(self.record.created)
+        self.created_iso = created.isoformat()
+        self.created_text = created.strftime("%Y-%m-%d %H:%M %Z")
 
     @property
     def deep(self) -> bool:
@@ -63,11 +76,13 @@ def tree_rows(tree: services.Tree) -> list[Row]:
     while node is not None and node.pk not in on_path:
         on_path.add(node.pk)
         node = tree.by_id.get(node.parent_id)
+    base = reverse("snapshot-create", args=[tree.vm.name])
     rows: list[Row] = []
     stack = [(r, 1, i + 1, len(tree.roots)) for i, r in reversed(list(enumerate(tree.roots)))]
     while stack:
         record, level, pos, size = stack.pop()
-        rows.append(Row(record, level, pos, size, current=record.pk == current, on_path=record.pk in on_path))
+        url = f"{base}{quote(record.name, safe='')}/"
+        rows.append(Row(record, level, pos, size, url, current=record.pk == current, on_path=record.pk in on_path))
         kids = record.kids
         stack.extend((k, level + 1, i + 1, len(kids)) for i, k in reversed(list(enumerate(kids))))
     counts: dict[int, int] = {}
@@ -82,6 +97,12 @@ def subtree(rows: list[Row], record: SnapshotRecord) -> list[Row]:
         if row.record.pk == record.pk:
             return rows[i + 1 : i + 1 + row.descendants]
     return []
+
+
+def _perm_flags(perms: set[str]) -> dict:
+    """What the tree's buttons need to know, decided once for all items."""
+    flags = {f"can_{p}": f"snapshot_{p}" in perms for p in ("revert", "edit", "delete")}
+    return {"perms": perms, **flags, "can_act": any(flags.values())}
 
 
 def busy_reason(active: Operation | None) -> str:
@@ -126,7 +147,7 @@ def page_context(request: HttpRequest, vm: hypervisor.VMInfo, *, task: int | Non
         "tree": tree,
         "rows": tree_rows(tree),
         "current": tree.current,
-        "perms": perms,
+        **_perm_flags(perms),
         "active": active,
         "shown": shown,
         "place": place,
@@ -203,7 +224,7 @@ def _row_context(request: HttpRequest, tree: services.Tree, record: SnapshotReco
         "vm": tree.vm,
         "tree": tree,
         "row": row,
-        "perms": access.access_for(request.user).perms(tree.vm.uuid),
+        **_perm_flags(access.access_for(request.user).perms(tree.vm.uuid)),
         "active": active,
         "busy_reason": busy_reason(active),
         "blockers": hypervisor.snapshot_blockers(tree.vm),
