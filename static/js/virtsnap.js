@@ -306,6 +306,8 @@
       // One item swapped (edit in place): keep its branch state.
       const parentTree = root.closest('[role="tree"]');
       if (parentTree) {
+        const toggle = root.querySelector("[data-toggle]");
+        if (toggle) toggle.hidden = false;
         setExpanded(root, !loadCollapsed(parentTree).has(root.id));
         layout(parentTree);
         if (pending !== null && !busyEditing(document)) refreshPage(pending);

@@ -35,7 +35,7 @@ def open_vm(page, vm):
     page.get_by_role("link", name=vm.name, exact=True).click()
     page.wait_for_url(f"**/vms/{vm.name}/")
     # Set on this document only: still there after an action means no reload happened.
-    page.evaluate("window.__sameDocument = true")
+    page.evaluate("window.__sameDocument = true; window.__vmPath = location.pathname")
 
 
 def take_form(page):
@@ -51,6 +51,7 @@ def take(page, name, description=""):
 
 def assert_same_document(page):
     assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
+    assert page.evaluate("location.pathname === window.__vmPath"), f"the address changed to {page.url}"
 
 
 def test_snapshot_workflow(page, live_server, qcluster, admin_user, running_vm):
@@ -237,3 +238,80 @@ def test_screenshots(page, live_server, qcluster, admin_user, vm):
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], f"the page scrolls sideways on a phone ({width}px)"
     page.screenshot(path=SCREENSHOTS / "vm-page-phone.png", full_page=True)
+
+
+def test_an_operation_started_elsewhere_shows_up_live(page, live_server, admin_user, make_user, vm):
+    """Another user's task appears on an open page with its progress, blocks the
+    conflicting buttons with the reason, and its end refreshes the page."""
+    from operations.models import Operation
+    from snapshots.models import SnapshotRecord
+
+    hypervisor.create_snapshot(vm.uuid, "base")
+    log_in(page, admin_user.username)
+    open_vm(page, vm)
+    expect(item(page, "base").get_by_role("link", name="Revert to base")).to_be_visible()
+    olga = make_user("olga", role="owner", vm=vm)
+    op = Operation.objects.create(
+        kind="snapshot.revert",
+        vm_name=vm.name,
+        vm_uuid=vm.uuid,
+        snapshot="base",
+        params={"record": SnapshotRecord.objects.get(libvirt_name="base").pk},
+        user=olga,
+        username="olga",
+        status=Operation.Status.RUNNING,
+        progress=30,
+        message="Restoring the disks: 1 s elapsed",
+    )
+    bar = item(page, "base").get_by_role("progressbar")
+    expect(bar).to_be_visible(timeout=10_000)  # the page looks every 4 s
+    expect(bar).to_have_attribute("aria-valuenow", "30")
+    expect(page.locator("#busy-reason")).to_contain_text(f"Task #{op.pk} (revert to snapshot base by olga) is running")
+    expect(item(page, "base").get_by_role("button", name="Revert")).to_be_disabled()
+    expect(take_form(page).get_by_role("button", name="Take snapshot")).to_be_disabled()
+    Operation.objects.filter(pk=op.pk).update(progress=80, message="Restoring the disks: 3 s elapsed")
+    expect(bar).to_have_attribute("aria-valuenow", "80")
+    expect(item(page, "base")).to_contain_text("3 s elapsed")
+    Operation.objects.filter(pk=op.pk).update(status=Operation.Status.FAILED, message="QEMU could not load the snapshot.")
+    expect(item(page, "base").get_by_role("alert")).to_contain_text("Failed: QEMU could not load the snapshot.")
+    expect(item(page, "base").get_by_role("link", name="Revert to base")).to_be_visible()
+    expect(page.locator("#busy-reason")).to_have_count(0)
+    assert_same_document(page)
+
+
+def test_tree_keyboard_and_local_time(page, live_server, admin_user, vm):
+    for name in ("one", "two", "three"):
+        hypervisor.create_snapshot(vm.uuid, name)
+    hypervisor.revert_snapshot(vm.uuid, "one")
+    hypervisor.create_snapshot(vm.uuid, "side")
+    log_in(page, admin_user.username)
+    open_vm(page, vm)
+    # Tab reaches the tree at "you are here"; arrows move through the items.
+    side = item(page, "side")
+    expect(side).to_have_attribute("tabindex", "0")
+    side.focus()
+    page.keyboard.press("ArrowUp")
+    expect(item(page, "three")).to_be_focused()
+    page.keyboard.press("Home")
+    expect(item(page, "one")).to_be_focused()
+    page.keyboard.press("ArrowLeft")  # collapse "one"
+    expect(item(page, "one")).to_have_attribute("aria-expanded", "false")
+    expect(item(page, "two")).to_be_hidden()
+    page.keyboard.press("ArrowRight")
+    expect(item(page, "two")).to_be_visible()
+    page.keyboard.press("ArrowRight")
+    expect(item(page, "two")).to_be_focused()
+    page.keyboard.press("End")
+    expect(side).to_be_focused()
+    page.keyboard.press("ArrowLeft")  # a leaf: go to its parent
+    expect(item(page, "one")).to_be_focused()
+    # Collapsed branches stay collapsed after a refresh of the page.
+    page.keyboard.press("ArrowLeft")
+    page.reload()
+    expect(item(page, "one")).to_have_attribute("aria-expanded", "false")
+    expect(item(page, "two")).to_be_hidden()
+    # Times in the browser's zone (the context runs in Europe/Paris), ISO on hover.
+    time_el = item(page, "one").locator("time")
+    iso = time_el.get_attribute("datetime")
+    assert iso.endswith("+00:00") and time_el.get_attribute("title") == iso
+    assert "UTC" not in time_el.inner_text()
