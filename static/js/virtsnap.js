@@ -296,6 +296,15 @@
     showError("The server cannot be reached. Check the connection, then reload the page.");
   });
 
+  // A session that ended answers a poll with the login page: go there, not into the page.
+  document.body.addEventListener("htmx:beforeSwap", function (event) {
+    const url = event.detail.xhr.responseURL;
+    if (url && new URL(url).pathname === "/login/" && location.pathname !== "/login/") {
+      event.detail.shouldSwap = false;
+      location.reload();
+    }
+  });
+
   // --- Every new piece of page (first load and htmx swaps) ---
 
   function init(root) {

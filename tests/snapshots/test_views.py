@@ -436,3 +436,10 @@ def test_page_cost_is_bounded_whatever_the_tree_size(admin, make_vm):
     assert len(names_in_tree(few_html)) == 5 and len(names_in_tree(many_html)) == 50
     assert 3 <= many_queries == few_queries <= 10
     assert 3 <= many_calls == few_calls <= 12
+
+
+def test_htmx_errors_are_fragments(admin):
+    response = admin.get("/vms/no-such-vm-here/", **HTMX)
+    assert response.status_code == 404
+    html = response.content.decode().strip()
+    assert html == '<p class="error" role="alert">There is no VM named &#x27;no-such-vm-here&#x27; that you can see.</p>'
