@@ -55,7 +55,7 @@ def page(context):
         new MutationObserver(() => {
           document.querySelectorAll('[role="progressbar"]').forEach((bar) => {
             window.__bars.push({name: bar.getAttribute("aria-label"), now: bar.getAttribute("aria-valuenow"),
-                                text: bar.getAttribute("aria-valuetext")});
+                                text: bar.getAttribute("aria-valuetext"), visible: bar.checkVisibility()});
           });
         }).observe(document, {subtree: true, childList: true, attributes: true});
         """
