@@ -30,9 +30,11 @@ from snapshots.models import SnapshotRecord
 from vms import access, hypervisor
 from vms.errors import AppError
 
-# Tree levels that get their own indentation; deeper ones show "level N" instead,
-# so a chain hundreds deep never scrolls sideways.
+# How many levels get their own indentation (desktop, phone: the same numbers are in
+# virtsnap.css as --cap); items at the cap and deeper say "level N" instead, so a
+# chain hundreds deep never scrolls sideways.
 INDENT_LEVELS = 8
+INDENT_LEVELS_PHONE = 4
 
 
 @dataclass
@@ -59,8 +61,11 @@ class Row:
         self.created_text = created.strftime("%Y-%m-%d %H:%M %Z")
 
     @property
-    def deep(self) -> bool:
-        return self.level > INDENT_LEVELS
+    def depth_label(self) -> str:
+        """Where the item's level is shown: "all" screens, "phone" only, or "" (none)."""
+        if self.level > INDENT_LEVELS:
+            return "all"
+        return "phone" if self.level > INDENT_LEVELS_PHONE else ""
 
 
 def tree_rows(tree: services.Tree) -> list[Row]:
@@ -156,7 +161,6 @@ def page_context(request: HttpRequest, vm: hypervisor.VMInfo, *, task: int | Non
         "blockers": hypervisor.snapshot_blockers(vm),
         "form": create_form or SnapshotCreateForm(),
         "default_name": services.default_name(tree),
-        "indent_levels": INDENT_LEVELS,
     }
 
 
@@ -228,7 +232,6 @@ def _row_context(request: HttpRequest, tree: services.Tree, record: SnapshotReco
         "active": active,
         "busy_reason": busy_reason(active),
         "blockers": hypervisor.snapshot_blockers(tree.vm),
-        "indent_levels": INDENT_LEVELS,
         **extra,
     }
 

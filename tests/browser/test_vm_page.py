@@ -320,3 +320,30 @@ def test_tree_keyboard_and_local_time(page, live_server, admin_user, vm):
     iso = time_el.get_attribute("datetime")
     assert iso.endswith("+00:00") and time_el.get_attribute("title") == iso
     assert "UTC" not in time_el.inner_text()
+
+
+def test_a_deep_chain_never_scrolls_sideways(page, live_server, admin_user, vm):
+    """40 snapshots in one chain: indentation stops growing, items say their level."""
+    for i in range(40):
+        hypervisor.create_snapshot(vm.uuid, f"deep-{i:02d}-with-a-rather-long-name")
+    log_in(page, admin_user.username)
+    for viewport in (PHONE, DESKTOP):
+        page.set_viewport_size(viewport)
+        open_vm(page, vm)
+        last = item(page, "deep-39-with-a-rather-long-name")
+        expect(last).to_have_attribute("aria-level", "40")
+        expect(last).to_contain_text("level 40")
+        expect(last).to_have_attribute("aria-current", "true")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= viewport["width"], f"{width}px wide at {viewport['width']}px"
+        box = last.locator(".node-name").bounding_box()
+        assert box["x"] + box["width"] <= viewport["width"]
+        page.goto("/")
+    # Collapsing the root hides the 39 below it.
+    open_vm(page, vm)
+    item(page, "deep-00-with-a-rather-long-name").get_by_role("button", name=re.compile("^Collapse")).click()
+    expect(page.locator('[role="treeitem"]')).to_have_count(40)
+    expect(page.locator('[role="treeitem"]:visible')).to_have_count(1)
+    page.get_by_role("link", name="Jump to “you are here”").click()
+    expect(item(page, "deep-39-with-a-rather-long-name")).to_be_focused()
+    expect(page.locator('[role="treeitem"]:visible')).to_have_count(40)
