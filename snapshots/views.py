@@ -192,7 +192,8 @@ def _started(request: HttpRequest, vm_name: str, op: Operation, what: str) -> Ht
     messages.success(request, f"{what}: task #{op.pk} started.")
     if request.htmx:
         vm = access.get_vm(request.user, vm_name)
-        return render_page(request, page_context(request, vm, task=op.pk))
+        # Focus moves to the progress, where a screen reader follows the task.
+        return render_page(request, {**page_context(request, vm, task=op.pk), "focus_task": True})
     return redirect(_vm_url(vm_name, task=op.pk))
 
 

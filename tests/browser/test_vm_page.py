@@ -70,6 +70,7 @@ def test_snapshot_workflow(page, live_server, qcluster, admin_user, running_vm):
     page.wait_for_function("window.__bars.some((bar) => bar.visible && bar.name.includes('take snapshot first'))")
     expect(item(page, "first")).to_be_visible()
     expect(page.get_by_role("progressbar")).to_have_count(0)
+    expect(page.locator(".task")).to_be_focused()  # focus followed the task to its end
     expect(page.locator(".task")).to_contain_text("Snapshot first taken (with memory).")
     bars = page.evaluate("window.__bars")
     assert bars and all(re.fullmatch(r"\d+", bar["now"]) for bar in bars)
