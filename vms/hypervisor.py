@@ -287,18 +287,23 @@ def _parse_disks(root: etree._Element) -> tuple[Disk, ...]:
     return tuple(disks)
 
 
+def _current_name(dom: libvirt.virDomain) -> str:
+    """The current snapshot's libvirt name, or "" when there is none."""
+    try:
+        return dom.snapshotCurrent().getName()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
+            raise
+        return ""
+
+
 def _vm_info(dom: libvirt.virDomain, *, xml: str | None = None) -> VMInfo:
     state, reason = dom.state()
     root = parse_xml(xml or dom.XMLDesc(0))
     memory_kib = int(_text(root, "memory", "0"))
     unit = root.find("memory").get("unit", "KiB") if root.find("memory") is not None else "KiB"
     memory_mib = _to_mib(memory_kib, unit)
-    try:
-        current = dom.snapshotCurrent().getName()
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
-            raise
-        current = ""
+    current = _current_name(dom)
     loader = root.find("os/loader")
     pflash = (loader is not None and loader.get("type") == "pflash") or root.find("os").get("firmware") == "efi"
     return VMInfo(
@@ -330,8 +335,8 @@ def _domain(conn: libvirt.virConnect, ref: str) -> libvirt.virDomain:
     return conn.lookupByUUIDString(ref)
 
 
-def _snapshot_info(snap: libvirt.virDomainSnapshot) -> SnapshotInfo:
-    xml = snap.getXMLDesc(0)
+def _snapshot_info(snap: libvirt.virDomainSnapshot, flags: int = 0) -> SnapshotInfo:
+    xml = snap.getXMLDesc(flags)
     root = parse_xml(xml)
     memory = root.find("memory")
     return SnapshotInfo(
@@ -446,12 +451,7 @@ def snapshot_names(ref: str) -> tuple[list[str], str]:
     def run(conn):
         dom = _domain(conn, ref)
         names = [snap.getName() for snap in dom.listAllSnapshots(0)]
-        try:
-            current = dom.snapshotCurrent().getName()
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
-                raise
-            current = ""
+        current = _current_name(dom)
         return names, current
 
     return _call(run)
@@ -735,28 +735,8 @@ def snapshots_with_xml(ref: str) -> tuple[list[SnapshotInfo], str]:
 
     def run(conn):
         dom = _domain(conn, ref)
-        infos = []
-        for snap in dom.listAllSnapshots(0):
-            xml = snap.getXMLDesc(libvirt.VIR_DOMAIN_XML_SECURE)
-            root = parse_xml(xml)
-            memory = root.find("memory")
-            infos.append(
-                SnapshotInfo(
-                    name=_text(root, "name"),
-                    description=_text(root, "description"),
-                    state=_text(root, "state", "nostate"),
-                    created=int(_text(root, "creationTime", "0")),
-                    parent=_text(root, "parent/name"),
-                    memory=memory is not None and memory.get("snapshot") == "internal",
-                    xml=xml,
-                )
-            )
-        try:
-            current = dom.snapshotCurrent().getName()
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
-                raise
-            current = ""
+        infos = [_snapshot_info(snap, libvirt.VIR_DOMAIN_XML_SECURE) for snap in dom.listAllSnapshots(0)]
+        current = _current_name(dom)
         return infos, current
 
     return _call(run)
