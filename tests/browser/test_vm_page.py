@@ -15,8 +15,7 @@ from vms import hypervisor
 
 pytestmark = [
     pytest.mark.browser,
-    # serialized_rollback: the built-in roles (a data migration) survive the flush between tests.
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
 ]
 
 SCREENSHOTS = Path(settings.BASE_DIR) / "docs" / "screenshots"

@@ -13,8 +13,7 @@ from snapshots.models import SnapshotRecord
 from tests.conftest import PASSWORD
 from vms import hypervisor
 
-# serialized_rollback: the built-in roles (a data migration) survive the flush between tests.
-pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True), pytest.mark.usefixtures("sync_tasks")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sync_tasks")]
 
 HTMX = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "vm-page"}
 
