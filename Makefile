@@ -39,6 +39,7 @@ test: venv hypervisor lint
 
 bench: setup
 	$(PY) bench/snapshot_create.py
+	$(PY) bench/tree_render.py
 
 clean:
 	rm -rf $(VENV) staticfiles db.sqlite3* test-db.sqlite3*
