@@ -25,7 +25,7 @@ from django_q.tasks import async_task
 from operations import audit
 from operations.audit import Actor
 from operations.models import AuditEvent, Operation
-from vms.errors import AppError, Conflict
+from vms.errors import AppError, Conflict, ConnectionLost, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,10 @@ def run(operation_id: int) -> None:
         if kind is None:
             raise AppError(f"Unknown operation kind {op.kind!r}.")
         message = kind.run(op, Progress(op))
+    except ConnectionLost as exc:
+        # libvirtd crashed or restarted mid-call: say what libvirt shows once it is back.
+        finished, detail = _settle(op, kind, wait=60)
+        _end(op, finished=finished, message=f"{exc.message} {detail}")
     except AppError as exc:
         _end(op, finished=False, message=exc.message)
     except Exception as exc:  # noqa: BLE001 - the task must end with a reason, whatever happened
@@ -270,20 +274,34 @@ def settle_if_orphaned(op: Operation) -> bool:
     if op.status == Operation.Status.QUEUED:
         _end(op, finished=False, message="This task was never picked up by a worker (is the qcluster running?).")
         return True
-    kind = KINDS.get(op.kind)
-    finished, message = False, "The worker running this task stopped before it finished."
-    if kind and kind.settle:
-        try:
-            outcome = kind.settle(op)
-        except AppError as exc:
-            message = f"{message} Could not check the VM afterwards: {exc.message}"
-        else:
-            if outcome is None:
-                return False  # libvirt is still at it (e.g. QEMU saving memory): ask again later
-            finished, detail = outcome
-            message = f"{message} {detail}"
-    _end(op, finished=finished, message=message)
+    outcome = _settle(op, KINDS.get(op.kind))
+    if outcome is None:
+        return False  # libvirt is still at it (e.g. QEMU saving memory): ask again later
+    finished, detail = outcome
+    _end(op, finished=finished, message=f"The worker running this task stopped before it finished. {detail}")
     return True
+
+
+def _settle(op: Operation, kind: Kind | None, wait: float = 0) -> tuple[bool, str] | None:
+    """How ``op`` really ended, by what libvirt shows now: (finished?, why).
+
+    None while libvirt is still busy with it. With ``wait``, keep asking that many
+    seconds (for libvirtd to come back, or QEMU to finish) before giving up.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            outcome = kind.settle(op) if kind and kind.settle else (False, "")
+        except Unavailable as exc:
+            outcome = None if wait else (False, f"Could not check the VM afterwards: {exc.message}")
+        except AppError as exc:
+            outcome = (False, f"Could not check the VM afterwards: {exc.message}")
+        if outcome is not None or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    if outcome is None and wait:
+        return False, "libvirt could not be asked what happened: check the VM."
+    return outcome
 
 
 def settle_orphans() -> int:

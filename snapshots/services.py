@@ -345,14 +345,28 @@ def _record_created(vm, op: Operation, info: hypervisor.SnapshotInfo, name: str)
 
 
 def _settle_create(op: Operation) -> tuple[bool, str] | None:
-    if hypervisor.get_vm(op.vm_uuid).busy_with_snapshot:
+    vm = hypervisor.get_vm(op.vm_uuid)
+    if vm.busy_with_snapshot:
         return None  # QEMU is still writing it; libvirt finishes the job without our worker
-    names, _ = hypervisor.snapshot_names(op.vm_uuid)
+    names, _ = hypervisor.snapshot_names(vm.uuid)
     if op.params["libvirt_name"] in names:
-        vm = hypervisor.get_vm(op.vm_uuid)
         _record_created(vm, op, hypervisor.get_snapshot(vm.uuid, op.params["libvirt_name"]), op.params["name"])
-        return True, f"libvirt shows snapshot {op.params['name']}: it was taken."
-    return False, f"libvirt shows no snapshot {op.params['name']}: it was not taken."
+        outcome = True, f"libvirt shows snapshot {op.params['name']}: it was taken."
+    else:
+        outcome = False, f"libvirt shows no snapshot {op.params['name']}: it was not taken."
+    return outcome[0], outcome[1] + _resume_if_left_paused(vm, op)
+
+
+def _resume_if_left_paused(vm: hypervisor.VMInfo, op: Operation) -> str:
+    """A save cut off by a libvirtd crash leaves the guest paused ("saving") with no job
+    behind it: give the running VM back, as it was before the request."""
+    if op.params.get("vm_state") != "running" or vm.state != "paused" or vm.state_reason_text != "saving":
+        return ""
+    try:
+        hypervisor.power(vm.uuid, "resume")
+    except AppError as exc:
+        return f" The VM was left paused by the interrupted save and could not be resumed: {exc.message}"
+    return " The VM had been left paused by the interrupted save: it was resumed."
 
 
 runner.register("snapshot.create", label="take snapshot", settle=_settle_create)(_run_create)

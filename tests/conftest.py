@@ -28,6 +28,21 @@ IMAGE_ROOT = Path(os.environ.get("VIRTSNAP_TEST_IMAGES", "/var/lib/libvirt/image
 PASSWORD = "correct-horse-battery-9"
 
 
+def restart_libvirtd(signal: str = "TERM") -> None:
+    """Stop libvirtd (SIGKILL stands in for a crash) and start it again; running VMs survive."""
+    subprocess.run(["pkill", f"-{signal}", "-x", "libvirtd"], check=True)
+    for _ in range(100):
+        if subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True).returncode:
+            break
+        time.sleep(0.1)
+    subprocess.run(["libvirtd", "-d"], check=True)
+    for _ in range(100):
+        if subprocess.run(["virsh", "-c", "qemu:///system", "version"], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError("libvirtd did not come back")
+
+
 def remove_vm(ref: str) -> None:
     """Stop, delete every snapshot (leaves first) and undefine a test VM."""
     try:

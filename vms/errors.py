@@ -41,3 +41,8 @@ class Unavailable(AppError):
     """libvirtd cannot be reached."""
 
     status = 503
+
+
+class ConnectionLost(Unavailable):
+    """libvirtd went away in the middle of a call that changes something: it may or
+    may not have happened, so look at what libvirt shows before saying which."""

@@ -26,7 +26,7 @@ import libvirt
 from django.conf import settings
 from lxml import etree
 
-from vms.errors import AppError, Conflict, Failed, Invalid, NotFound, Unavailable
+from vms.errors import AppError, Conflict, ConnectionLost, Failed, Invalid, NotFound, Unavailable
 
 T = TypeVar("T")
 
@@ -129,15 +129,25 @@ def _is_broken(exc: libvirt.libvirtError) -> bool:
     return True
 
 
-def _call(fn: Callable[[libvirt.virConnect], T]) -> T:
-    """Run ``fn(conn)``; reconnect once if the connection broke; map errors."""
+def _call(fn: Callable[[libvirt.virConnect], T], *, changes: str = "") -> T:
+    """Run ``fn(conn)``; reconnect once if the connection broke; map errors.
+
+    A call that ``changes`` something is not repeated on a new connection: it may
+    have happened before the connection broke (libvirtd crashed mid-call), and
+    doing it twice is worse than saying so. ConnectionLost tells the caller to
+    look at what libvirt shows now.
+    """
     conn = _open()
     try:
         return fn(conn)
     except libvirt.libvirtError as exc:
         if not _is_broken(exc):
             raise _map_error(exc) from exc
-    _reset()
+        _reset()
+        if changes:
+            raise ConnectionLost(
+                f"The connection to libvirtd broke while {changes} ({exc.get_error_message()}): it may or may not have happened."
+            ) from exc
     conn = _open()
     try:
         return fn(conn)
@@ -225,25 +235,34 @@ class VMInfo:
     pflash: bool = False
     persistent: bool = True
     state_reason: int = 0
+    job_running: bool = False  # asked only when paused for a snapshot (see busy_with_snapshot)
 
     @property
     def is_active(self) -> bool:
         return self.state not in ("shutoff", "crashed")
 
     @property
+    def state_reason_text(self) -> str:
+        """Why a paused VM is paused, in virsh's words for the reasons the app acts on."""
+        if self.state != "paused":
+            return ""
+        return {
+            libvirt.VIR_DOMAIN_PAUSED_USER: "user",
+            libvirt.VIR_DOMAIN_PAUSED_SAVE: "saving",
+            libvirt.VIR_DOMAIN_PAUSED_SNAPSHOT: "snapshot",
+            libvirt.VIR_DOMAIN_PAUSED_STARTING_UP: "starting up",
+            libvirt.VIR_DOMAIN_PAUSED_FROM_SNAPSHOT: "from snapshot",
+        }.get(self.state_reason, "other")
+
+    @property
     def busy_with_snapshot(self) -> bool:
         """QEMU is writing or loading an internal snapshot right now (guest paused for it).
 
         libvirt 9.0 shows "paused (saving)" during savevm and "paused (starting up)"
-        while a revert loads memory; other versions say "snapshot" / "from snapshot".
+        while a revert loads memory. That reason outlives a libvirtd crash, so only a
+        job seen on the VM's control interface makes it true.
         """
-        busy = (
-            libvirt.VIR_DOMAIN_PAUSED_SNAPSHOT,
-            libvirt.VIR_DOMAIN_PAUSED_SAVE,
-            libvirt.VIR_DOMAIN_PAUSED_STARTING_UP,
-            libvirt.VIR_DOMAIN_PAUSED_FROM_SNAPSHOT,
-        )
-        return self.state == "paused" and self.state_reason in busy
+        return self.state == "paused" and self.state_reason in _SNAPSHOT_PAUSE_REASONS and self.job_running
 
 
 @dataclass(frozen=True)
@@ -287,6 +306,14 @@ def _parse_disks(root: etree._Element) -> tuple[Disk, ...]:
     return tuple(disks)
 
 
+_SNAPSHOT_PAUSE_REASONS = (
+    libvirt.VIR_DOMAIN_PAUSED_SNAPSHOT,
+    libvirt.VIR_DOMAIN_PAUSED_SAVE,
+    libvirt.VIR_DOMAIN_PAUSED_STARTING_UP,
+    libvirt.VIR_DOMAIN_PAUSED_FROM_SNAPSHOT,
+)
+
+
 def _current_name(dom: libvirt.virDomain) -> str:
     """The current snapshot's libvirt name, or "" when there is none."""
     try:
@@ -299,6 +326,12 @@ def _current_name(dom: libvirt.virDomain) -> str:
 
 def _vm_info(dom: libvirt.virDomain, *, xml: str | None = None) -> VMInfo:
     state, reason = dom.state()
+    # controlInfo does not wait for the job lock: safe while QEMU is saving.
+    job_running = (
+        state == libvirt.VIR_DOMAIN_PAUSED
+        and reason in _SNAPSHOT_PAUSE_REASONS
+        and dom.controlInfo()[0] != libvirt.VIR_DOMAIN_CONTROL_OK
+    )
     root = parse_xml(xml or dom.XMLDesc(0))
     memory_kib = int(_text(root, "memory", "0"))
     unit = root.find("memory").get("unit", "KiB") if root.find("memory") is not None else "KiB"
@@ -311,6 +344,7 @@ def _vm_info(dom: libvirt.virDomain, *, xml: str | None = None) -> VMInfo:
         uuid=dom.UUIDString(),
         state=STATE_WORDS.get(state, "nostate"),
         state_reason=reason,
+        job_running=job_running,
         vcpus=int(_text(root, "vcpu", "1")),
         memory_mib=memory_mib,
         disks=_parse_disks(root),
@@ -397,7 +431,7 @@ def domain_xml(ref: str, *, inactive: bool = True) -> str:
 
 
 def define_vm(xml: str) -> VMInfo:
-    return _call(lambda conn: _vm_info(conn.defineXML(xml)))
+    return _call(lambda conn: _vm_info(conn.defineXML(xml)), changes="defining a VM")
 
 
 def undefine_vm(ref: str) -> None:
@@ -412,7 +446,7 @@ def undefine_vm(ref: str) -> None:
         | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
         | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
     )
-    _call(lambda conn: _domain(conn, ref).undefineFlags(flags))
+    _call(lambda conn: _domain(conn, ref).undefineFlags(flags), changes="undefining the VM")
 
 
 def vm_exists(ref: str) -> bool:
@@ -438,7 +472,7 @@ def power(ref: str, action: str) -> None:
             "resume": dom.resume,
         }[action]()
 
-    _call(run)
+    _call(run, changes=f"asking for {action}")
 
 
 # ---------------------------------------------------------------------------
@@ -494,7 +528,7 @@ def create_snapshot(ref: str, name: str, description: str = "") -> SnapshotInfo:
         snap = dom.snapshotCreateXML(to_xml(root), 0)
         return _snapshot_info(snap)
 
-    return _call(run)
+    return _call(run, changes=f"taking snapshot {name}")
 
 
 def revert_snapshot(ref: str, name: str) -> None:
@@ -502,7 +536,7 @@ def revert_snapshot(ref: str, name: str) -> None:
         dom = _domain(conn, ref)
         dom.revertToSnapshot(dom.snapshotLookupByName(name), 0)
 
-    _call(run)
+    _call(run, changes=f"reverting to snapshot {name}")
 
 
 def delete_snapshot(ref: str, name: str) -> None:
@@ -510,7 +544,7 @@ def delete_snapshot(ref: str, name: str) -> None:
 
     Never VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN: on libvirt 9.0 it crashes libvirtd.
     """
-    _call(lambda conn: _domain(conn, ref).snapshotLookupByName(name).delete(0))
+    _call(lambda conn: _domain(conn, ref).snapshotLookupByName(name).delete(0), changes=f"deleting snapshot {name}")
 
 
 def redefine_snapshot(ref: str, xml: str, *, current: bool = False) -> None:
@@ -518,7 +552,7 @@ def redefine_snapshot(ref: str, xml: str, *, current: bool = False) -> None:
     flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
     if current:
         flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
-    _call(lambda conn: _domain(conn, ref).snapshotCreateXML(xml, flags))
+    _call(lambda conn: _domain(conn, ref).snapshotCreateXML(xml, flags), changes="redefining a snapshot")
 
 
 # ---------------------------------------------------------------------------

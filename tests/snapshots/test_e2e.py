@@ -7,7 +7,7 @@ import time
 import pytest
 
 from operations.models import Operation
-from tests.conftest import wait_task
+from tests.conftest import restart_libvirtd, wait_task
 from vms import hypervisor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -74,5 +74,24 @@ def test_worker_killed_mid_snapshot_is_settled(api, big_vm, qcluster):
         assert "interrupted" not in names
     # And the VM is usable again: the cluster's new worker takes the next task.
     again = api.post(f"/api/vms/{big_vm.name}/snapshots", {"name": "after-kill"}, format="json")
+    assert again.status_code == 202, again.json()
+    assert wait_task(api, again.json()["id"], timeout=90)["status"] == "finished"
+
+
+def test_libvirtd_crash_mid_snapshot_is_reported(api, big_vm, qcluster):
+    task_id = api.post(f"/api/vms/{big_vm.name}/snapshots", {"name": "cut-off"}, format="json").json()["id"]
+    deadline = time.monotonic() + 60
+    while "Saving" not in Operation.objects.get(pk=task_id).message:
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.02)
+    restart_libvirtd(signal="KILL")
+    done = wait_task(api, task_id, timeout=120)
+    # The worker survived; the task says the connection broke and what libvirt shows now.
+    assert "connection to libvirtd broke while taking snapshot cut-off" in done["message"], done
+    names, _ = hypervisor.snapshot_names(big_vm.uuid)
+    assert (done["status"] == "finished") == ("cut-off" in names)
+    # The VM is running again, as before the request, and usable.
+    assert hypervisor.get_vm(big_vm.uuid).state == "running", done
+    again = api.post(f"/api/vms/{big_vm.name}/snapshots", {"name": "after-crash"}, format="json")
     assert again.status_code == 202, again.json()
     assert wait_task(api, again.json()["id"], timeout=90)["status"] == "finished"
