@@ -20,12 +20,26 @@ def envint(name: str, default: int) -> int:
 
 
 DEBUG = envbool("DEBUG", "False")
-SECRET_KEY = os.environ.get("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG and os.environ.get("VIRTSNAP_REQUIRE_SECRET_KEY"):
-        raise RuntimeError("SECRET_KEY must be set")
-    # A throwaway key for a local checkout; set SECRET_KEY for anything shared.
-    SECRET_KEY = "insecure-local-only-" + str(BASE_DIR)
+def _secret_key() -> str:
+    """SECRET_KEY from the environment; else a random key kept in a private file
+    beside the database (made on first start), never a guessable constant."""
+    key = os.environ.get("SECRET_KEY", "")
+    if key:
+        return key
+    path = Path(os.environ.get("SECRET_KEY_FILE", BASE_DIR / ".secret_key"))
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        import secrets
+
+        key = secrets.token_urlsafe(50)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key)
+        return key
+
+
+SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 

@@ -8,8 +8,7 @@ would never see, or that refusal would go unaudited.
 
 from django import forms
 
-from snapshots import services
-from vms.errors import AppError, Conflict, Invalid
+from vms.errors import AppError
 
 
 class SnapshotForm(forms.Form):
@@ -21,22 +20,7 @@ class SnapshotForm(forms.Form):
         self.add_error(self.field_for(exc), exc.message)
 
     def field_for(self, exc: AppError) -> str | None:
-        data = self.cleaned_data if hasattr(self, "cleaned_data") else {}
-        name = data.get("name") or ""
-        if isinstance(exc, Invalid):
-            # Which rule failed: run the service's own checks on what was typed.
-            for field, check in (("name", services.validate_name), ("description", services.validate_description)):
-                value = data.get(field)
-                if field == "name" and not value:
-                    continue
-                try:
-                    check(value)
-                except Invalid as failed:
-                    if failed.message == exc.message:
-                        return field
-        if isinstance(exc, Conflict) and name and repr(name) in exc.message:
-            return "name"  # the name is taken
-        return None
+        return exc.field if exc.field in self.fields else None
 
 
 class SnapshotCreateForm(SnapshotForm):
@@ -44,7 +28,4 @@ class SnapshotCreateForm(SnapshotForm):
 
 
 class SnapshotEditForm(SnapshotForm):
-    def field_for(self, exc: AppError) -> str | None:
-        if isinstance(exc, Invalid) and not (self.cleaned_data.get("name") or ""):
-            return "name"  # an empty name: the service says it is invalid
-        return super().field_for(exc)
+    pass

@@ -33,15 +33,17 @@ OUTSIDE = "(outside the app)"
 
 def validate_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_RE.match(name) or name.isdigit() or name.lower() == "current":
-        raise Invalid(f"Invalid snapshot name {name!r}: use {NAME_RULE}.")
+        raise Invalid(f"Invalid snapshot name {name!r}: use {NAME_RULE}.", field="name")
     return name
 
 
 def validate_description(description: str) -> str:
     if not isinstance(description, str):
-        raise Invalid("The description must be text.")
+        raise Invalid("The description must be text.", field="description")
     if len(description) > MAX_DESCRIPTION:
-        raise Invalid(f"The description is {len(description)} characters long; the limit is {MAX_DESCRIPTION}.")
+        raise Invalid(
+            f"The description is {len(description)} characters long; the limit is {MAX_DESCRIPTION}.", field="description"
+        )
     return description
 
 
@@ -274,7 +276,7 @@ def request_create(actor: Actor, vm_name: str, name: str | None = None, descript
         if name:
             validate_name(name)
             if name in tree.by_name:
-                raise Conflict(f"VM {vm.name} already has a snapshot named {name!r}: choose another name.")
+                raise Conflict(f"VM {vm.name} already has a snapshot named {name!r}: choose another name.", field="name")
         else:
             name = default_name(tree)
         params = {
@@ -387,7 +389,7 @@ def request_update(
         if name is not None:
             validate_name(name)
             if name != record.name and name in tree.by_name:
-                raise Conflict(f"VM {vm.name} already has a snapshot named {name!r}: choose another name.")
+                raise Conflict(f"VM {vm.name} already has a snapshot named {name!r}: choose another name.", field="name")
         if description is not None:
             validate_description(description)
         with transaction.atomic():

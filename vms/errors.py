@@ -6,9 +6,11 @@ the API's exception handler and the HTML error middleware turn them into answers
 class AppError(Exception):
     status = 500
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, *, field: str | None = None):
         super().__init__(message)
         self.message = message
+        # The input field the error is about, when there is one (forms show it there).
+        self.field = field
 
 
 class Invalid(AppError):
