@@ -33,9 +33,16 @@ def _secret_key() -> str:
         import secrets
 
         key = secrets.token_urlsafe(50)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(key)
+        try:
+            os.link(tmp, path)  # atomic: if two processes start at once, the first wins
+        except FileExistsError:
+            key = path.read_text().strip()
+        finally:
+            os.unlink(tmp)
         return key
 
 
