@@ -60,6 +60,7 @@ class Tree:
     vm: hypervisor.VMInfo
     records: list[SnapshotRecord]  # live snapshots, oldest first
     current: SnapshotRecord | None
+    libvirt_names: frozenset[str] = frozenset()  # every name libvirt lists now
     children: dict[int | None, list[SnapshotRecord]] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -124,7 +125,8 @@ def load_tree(vm: hypervisor.VMInfo) -> Tree:
     for r in records:
         if r.parent_id not in ids:
             r.parent_id = None
-    return Tree(vm=vm, records=records, current=live.get(current_name) if current_name in present else None)
+    current = live.get(current_name) if current_name in present else None
+    return Tree(vm=vm, records=records, current=current, libvirt_names=frozenset(present))
 
 
 def _reconcile(vm, live: dict[str, SnapshotRecord], new: list[str], gone: list[SnapshotRecord]) -> None:
@@ -244,7 +246,7 @@ def _check_snapshottable(vm: hypervisor.VMInfo) -> None:
 
 def default_name(tree: Tree, now: datetime | None = None) -> str:
     base = f"snapshot-{(now or timezone.now()).astimezone(UTC):%Y%m%d-%H%M%S}"
-    taken = set(tree.by_name) | {r.libvirt_name for r in tree.records}
+    taken = set(tree.by_name) | tree.libvirt_names
     name, n = base, 1
     while name in taken:
         n += 1
@@ -252,13 +254,12 @@ def default_name(tree: Tree, now: datetime | None = None) -> str:
     return name
 
 
-def _libvirt_name_for(vm: hypervisor.VMInfo, name: str) -> str:
+def _libvirt_name_for(tree: Tree, name: str) -> str:
     """The qcow2 tag for a new snapshot: its name, unless a renamed snapshot still holds that tag."""
-    names, _ = hypervisor.snapshot_names(vm.uuid)
-    if name not in names:
+    if name not in tree.libvirt_names:
         return name
     n = 2
-    while f"{name}.{n}" in names:
+    while f"{name}.{n}" in tree.libvirt_names:
         n += 1
     return f"{name}.{n}"
 
@@ -281,7 +282,7 @@ def request_create(actor: Actor, vm_name: str, name: str | None = None, descript
             name = default_name(tree)
         params = {
             "name": name,
-            "libvirt_name": _libvirt_name_for(vm, name),
+            "libvirt_name": _libvirt_name_for(tree, name),
             "description": description,
             "vm_state": vm.state,
             "memory_mib": vm.memory_mib,
