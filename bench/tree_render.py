@@ -9,8 +9,10 @@ with a chain of snapshots that branches every 20 (made with hypervisor.create_sn
 so the app first finds them as made outside the app: the first page view records
 them, and is reported apart). Then, alternating so both see the same machine load:
   app:  GET /vms/<vm>/ through django.test.Client (logged-in superuser), the whole
-        page rendered: header, the 500-item tree, the forms; and, apart, what of it
-        is getting the tree's data (services.load_tree: libvirt and the DB);
+        page rendered: header, the 500-item tree, the forms; and, apart, two parts
+        of it: getting the tree's data (services.load_tree: libvirt and the DB) and
+        making the tree's items (views.tree_rows and snapshots.render.items, from
+        data already loaded, with the buttons a superuser sees);
   virsh: virsh -c <uri> snapshot-list --tree <vm>.
 Prints both medians and their ratio, and what one page view costs in DB queries and
 libvirt calls. Removes the VM, its disk and the database afterwards.
@@ -72,10 +74,11 @@ def main() -> None:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from django.db import connection
+    from django.template import Context
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    from snapshots import services
+    from snapshots import render, services, views
     from vms import hypervisor, tiny
 
     call_command("migrate", verbosity=0)
@@ -109,18 +112,27 @@ def main() -> None:
         def tree():
             services.load_tree(hypervisor.get_vm(name))
 
-        app, data, raw = [], [], []
+        loaded = services.load_tree(hypervisor.get_vm(name))
+        buttons = Context({"can_act": True, "can_revert": True, "can_edit": True, "can_delete": True})
+
+        def tree_items():
+            render.items(views.tree_rows(loaded), buttons)
+
+        app, data, markup, raw = [], [], [], []
         for _ in range(args.runs):
             app.append(timed(page))
             data.append(timed(tree))
+            markup.append(timed(tree_items))
             raw.append(timed(lambda: subprocess.run(virsh, check=True, capture_output=True)))
         app_median, data_median, raw_median = statistics.median(app), statistics.median(data), statistics.median(raw)
+        markup_median = statistics.median(markup)
 
         print()
         print(f"VM page, {items} snapshots in the tree ({len(html) // 1024} KiB of HTML)")
         print(f"  first view (records {args.snapshots} snapshots found outside the app): {first * 1000:8.1f} ms")
         print(f"  app   GET {url:<28} median of {args.runs}: {app_median * 1000:8.1f} ms (the whole page, rendered)")
         print(f"    of which the VM and tree data (libvirt + DB):           {data_median * 1000:8.1f} ms")
+        print(f"    of which the tree's items (rows + their HTML):          {markup_median * 1000:8.1f} ms")
         print(f"  virsh snapshot-list --tree ({lines} lines)  median of {args.runs}: {raw_median * 1000:8.1f} ms")
         print(f"  ratio app / virsh: {app_median / raw_median:.2f} (the page), {data_median / raw_median:.2f} (the tree's data)")
         print(f"  one page view: {query_count} DB queries, {call_count} libvirt calls ({', '.join(sorted(calls))})")
