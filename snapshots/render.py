@@ -87,7 +87,7 @@ def item(row: Row, flags: ItemFlags, context: Context | None = None) -> str:
     a task's progress (the template's, so CSRF and the rest are there)."""
     r = row.record
     name = esc(r.name)
-    dom_id = f"snap-{r.pk}"
+    dom_id = row.dom_id
     level = row.level
     kids = bool(r.kids)
     current = row.current
@@ -116,8 +116,8 @@ def item(row: Row, flags: ItemFlags, context: Context | None = None) -> str:
         out.append('<p class="node-facts">\n')
         out.append(_KIND.get(r.state) or f'<span class="kind">{esc(r.state)}</span>')
         created = r.created.astimezone(flags.tz)  # what timezone.localtime does, zone looked up once
-        iso = created.isoformat()
-        out.append(f'\n<time datetime="{iso}" title="{iso}">{created.strftime("%Y-%m-%d %H:%M %Z")}</time>\n')
+        iso = created.isoformat()  # shown as strftime("%Y-%m-%d %H:%M %Z") would, at half the cost
+        out.append(f'\n<time datetime="{iso}" title="{iso}">{iso[:10]} {iso[11:16]} {created.tzname()}</time>\n')
         if r.origin == "app":
             if r.created_by_username:
                 out.append(f'<span class="by">by {esc(r.created_by_username)}</span>\n')
