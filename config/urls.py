@@ -18,3 +18,8 @@ urlpatterns = [
     path("", include("snapshots.urls")),
     path("", include("operations.urls")),
 ]
+
+# JSON under /api/ ({"code", "reason"}, like every API error), Django's pages elsewhere.
+handler400 = "config.errors.bad_request"
+handler404 = "config.errors.page_not_found"
+handler500 = "config.errors.server_error"

@@ -1,11 +1,13 @@
 from django.db.models import Q
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.errors import error_responses
 from operations import runner
 from operations.models import Operation
-from operations.serializers import TaskSerializer
+from operations.serializers import TaskSerializer, parse_query
 from vms import access
 from vms.errors import Invalid, NotFound
 
@@ -24,9 +26,31 @@ def get_task(user, task_id) -> Operation:
 
 
 STATUS_FILTER = {"running": Operation.ACTIVE, "finished": ["finished"], "failed": ["failed"], "queued": ["queued"]}
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+
+
+class TaskListQuery(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=list(STATUS_FILTER),
+        required=False,
+        help_text="running (queued ones too), finished or failed; queued: not started yet",
+        error_messages={"invalid_choice": "Unknown status {input!r}: use running, finished or failed."},
+    )
+    vm = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=False, max_length=200, help_text="VM name or UUID"
+    )
+    user = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, max_length=150, help_text="username")
+    limit = serializers.IntegerField(
+        required=False,
+        default=DEFAULT_LIMIT,
+        min_value=1,
+        max_value=MAX_LIMIT,
+        help_text=f"at most this many, newest first (default {DEFAULT_LIMIT})",
+    )
 
 
 def filter_tasks(queryset, params):
+    """Tasks matching the ``status``, ``vm`` and ``user`` filters (the task page's and the API's)."""
     status = params.get("status")
     if status:
         if status not in STATUS_FILTER:
@@ -41,24 +65,17 @@ def filter_tasks(queryset, params):
 
 class TaskList(APIView):
     @extend_schema(
-        responses=TaskSerializer(many=True),
-        parameters=[
-            OpenApiParameter("status", str, enum=["running", "finished", "failed"]),
-            OpenApiParameter("vm", str, description="VM name or UUID"),
-            OpenApiParameter("user", str, description="username"),
-            OpenApiParameter("limit", int, description="at most this many, newest first (default 100, max 1000)"),
-        ],
+        responses={200: TaskSerializer(many=True), **error_responses(400)},
+        parameters=[TaskListQuery],
+        description="Tasks on the VMs you may see, newest first.",
     )
     def get(self, request):
-        try:
-            limit = min(1000, max(1, int(request.query_params.get("limit", 100))))
-        except ValueError:
-            raise Invalid("limit must be a number.") from None
-        tasks = filter_tasks(visible_operations(request.user), request.query_params)[:limit]
+        query = parse_query(TaskListQuery, request)
+        tasks = filter_tasks(visible_operations(request.user), query)[: query["limit"]]
         return Response(TaskSerializer(tasks, many=True).data)
 
 
 class TaskDetail(APIView):
-    @extend_schema(responses=TaskSerializer)
+    @extend_schema(responses={200: TaskSerializer, **error_responses(404)})
     def get(self, request, task_id: int):
         return Response(TaskSerializer(get_task(request.user, task_id)).data)

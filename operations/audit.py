@@ -44,6 +44,23 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+def _text(value, limit: int | None = None) -> str:
+    """A value as the database can keep it: PostgreSQL refuses NUL characters and text
+    longer than the column (a refused request may quote any input)."""
+    text = str(value or "").replace("\x00", "\ufffd")
+    return text[:limit] if limit else text
+
+
+def _clean(value):
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, dict):
+        return {_text(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
 def record(
     action: str,
     *,
@@ -67,16 +84,16 @@ def record(
     user = actor.user if actor else None
     return AuditEvent.objects.create(
         user=user,
-        username=username or (actor.username if actor else ""),
+        username=_text(username or (actor.username if actor else ""), 150),
         client_ip=actor.ip if actor else None,
         request_id=actor.request_id if actor else "",
-        action=action,
+        action=_text(action, 40),
         stage=stage,
-        vm_name=vm_name,
-        vm_uuid=vm_uuid,
-        snapshot=snapshot,
-        params=params or {},
+        vm_name=_text(vm_name, 200),
+        vm_uuid=_text(vm_uuid, 36),
+        snapshot=_text(snapshot, 64),
+        params=_clean(params or {}),
         outcome=outcome,
-        message=message[:2000],
+        message=_text(message, 2000),
         operation=operation,
     )

@@ -7,29 +7,35 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.errors import error_responses
 from operations import history
 from operations.audit_search import check_can_audit, search
 from operations.models import AuditEvent
-from operations.serializers import AuditEventSerializer
+from operations.serializers import AuditEventSerializer, parse_query
 from vms.errors import Invalid
 
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 
 
-def _int(params, name: str, default: int | None = None) -> int | None:
-    value = params.get(name)
-    if value in (None, ""):
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise Invalid(f"{name} must be a whole number, not {value!r}.") from None
+class AuditPageQuery(serializers.Serializer):
+    """The paging parameters (the filters are the audit page's form: operations.audit_search)."""
+
+    limit = serializers.IntegerField(
+        required=False,
+        default=DEFAULT_LIMIT,
+        min_value=1,
+        max_value=MAX_LIMIT,
+        help_text=f"at most this many (default {DEFAULT_LIMIT})",
+    )
+    before = serializers.IntegerField(
+        required=False, min_value=1, help_text="only events older than the event with this id (the next page)"
+    )
 
 
 class AuditList(APIView):
     @extend_schema(
-        responses=AuditEventSerializer(many=True),
-        description="Audit events, newest first. The `Link` header (rel=next) gives the next page.",
+        responses={200: AuditEventSerializer(many=True), **error_responses(400, 403)},
+        description="Audit events, newest first (auditors and admins). The `Link` header (rel=next) gives the next page.",
         parameters=[
             OpenApiParameter("user", str, description="username (as recorded, any case)"),
             OpenApiParameter("vm", str, description="VM name or UUID"),
@@ -39,18 +45,15 @@ class AuditList(APIView):
             OpenApiParameter("snapshot", str),
             OpenApiParameter("from", str, description="YYYY-MM-DD or an ISO date and time (inclusive)"),
             OpenApiParameter("to", str, description="YYYY-MM-DD (that whole day) or an ISO date and time (exclusive)"),
-            OpenApiParameter("limit", int, description=f"at most this many (default {DEFAULT_LIMIT}, max {MAX_LIMIT})"),
-            OpenApiParameter("before", int, description="only events older than the event with this id (the next page)"),
+            AuditPageQuery,
         ],
     )
     def get(self, request):
         check_can_audit(request.user)
         params = request.query_params
-        limit = _int(params, "limit", DEFAULT_LIMIT)
-        if not 1 <= limit <= MAX_LIMIT:
-            raise Invalid(f"limit must be from 1 to {MAX_LIMIT}.")
+        page_query = parse_query(AuditPageQuery, request)
+        limit, before = page_query["limit"], page_query.get("before")
         events = search(params)
-        before = _int(params, "before")
         if before is not None:
             last = AuditEvent.objects.filter(pk=before).values_list("time", flat=True).first()
             if last is None:
@@ -113,7 +116,7 @@ HistorySchema = inline_serializer(
 
 class VMHistory(APIView):
     @extend_schema(
-        responses=HistorySchema,
+        responses={200: HistorySchema, **error_responses(404, 503)},
         description="Every snapshot the VM ever had (oldest first) and the timeline of their lives (newest first), "
         "including snapshots that no longer exist; a VM deleted since stays reachable by name.",
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from django import forms
 from django.db.models import Q, QuerySet
@@ -43,10 +43,14 @@ class MomentField(forms.CharField):
             moment = day = None
         if moment is None and day is None:
             raise forms.ValidationError(f"{value!r} is not a date (YYYY-MM-DD) or a date and time (YYYY-MM-DDTHH:MM).")
-        if moment is None:
-            moment = datetime.combine(day + timedelta(days=1) if self.end_of_day else day, time.min)
-        if timezone.is_naive(moment):
-            moment = timezone.make_aware(moment)
+        try:
+            if moment is None:
+                moment = datetime.combine(day + timedelta(days=1) if self.end_of_day else day, time.min)
+            if timezone.is_naive(moment):
+                moment = timezone.make_aware(moment)
+            moment.astimezone(UTC)  # how the database compares it
+        except OverflowError:
+            raise forms.ValidationError(f"{value!r} is out of range: use a date from 0001-01-02 to 9999-12-30.") from None
         return moment
 
 

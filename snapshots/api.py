@@ -1,31 +1,67 @@
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.errors import error_responses
 from operations.audit import Actor
-from operations.serializers import StrictSerializer, TaskSerializer
+from operations.serializers import NameField, QueryFlag, StrictSerializer, TaskSerializer, parse_body, parse_query
 from snapshots import services
 from vms import access
 from vms.errors import Invalid
 
+MAX_NAME = 64
+# services.validate_name's rule, for the schema: NAME_RE, not only digits, not "current" (any case).
+NAME_PATTERN = r"(?![0-9]+$)(?![Cc][Uu][Rr][Rr][Ee][Nn][Tt]$)" + services.NAME_RE.pattern.strip("^$")
+
 
 class SnapshotCreateInput(StrictSerializer):
-    name = serializers.CharField(required=False, allow_blank=True, max_length=200, help_text=services.NAME_RULE)
+    name = NameField(
+        pattern=NAME_PATTERN,
+        required=False,
+        allow_blank=True,
+        max_length=MAX_NAME,
+        help_text=f"{services.NAME_RULE}; default snapshot-<time>",
+    )
     description = serializers.CharField(
         required=False, allow_blank=True, max_length=services.MAX_DESCRIPTION, trim_whitespace=False
     )
 
 
 class SnapshotUpdateInput(StrictSerializer):
-    name = serializers.CharField(required=False, max_length=200, help_text=services.NAME_RULE)
+    name = NameField(pattern=NAME_PATTERN, required=False, max_length=MAX_NAME, help_text=services.NAME_RULE)
     description = serializers.CharField(
         required=False, allow_blank=True, max_length=services.MAX_DESCRIPTION, trim_whitespace=False
     )
 
 
+MODE = {
+    "choices": services.DELETE_MODES,
+    "required": False,
+    "help_text": "node (default): this snapshot only, its children move up to its parent; all: with its descendants",
+    "error_messages": {
+        "invalid_choice": "Unknown delete mode {input!r}: use 'node' (this snapshot only, children move up) "
+        "or 'all' (with its descendants)."
+    },
+}
+
+
 class SnapshotDeleteInput(StrictSerializer):
-    mode = serializers.ChoiceField(choices=services.DELETE_MODES, required=False)
+    mode = serializers.ChoiceField(**MODE)
+
+
+class SnapshotDeleteQuery(serializers.Serializer):
+    mode = serializers.ChoiceField(**MODE)
+
+
+class SnapshotListQuery(serializers.Serializer):
+    parent = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="list the children of this snapshot (default: the roots)",
+    )
+    all = QueryFlag(required=False, default=False, help_text="true: every snapshot, oldest first")
 
 
 class SnapshotSchema(serializers.Serializer):
@@ -39,45 +75,61 @@ class SnapshotSchema(serializers.Serializer):
     current = serializers.BooleanField()
 
 
-def parse(serializer_class, request):
-    serializer = serializer_class(data=request.data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
+# The snapshot object, or {} when there is none (a raw schema: OpenAPI 3.0 has no
+# serializer for "an empty object"; SnapshotSchema is a component through the other views).
+CURRENT_SCHEMA = {
+    "oneOf": [
+        {"$ref": "#/components/schemas/SnapshotSchema"},
+        {"type": "object", "maxProperties": 0, "description": "no current snapshot"},
+    ]
+}
 
 
 def task_response(op) -> Response:
     return Response(TaskSerializer(op).data, status=202, headers={"Location": f"/api/tasks/{op.pk}"})
 
 
+TASK = OpenApiResponse(TaskSerializer, description="Queued: follow the Task (also in the Location header)")
+
+
 class SnapshotList(APIView):
     audit_actions = {"POST": "snapshot.create"}
 
     @extend_schema(
-        responses=SnapshotSchema(many=True),
-        parameters=[
-            OpenApiParameter("parent", str, description="list the children of this snapshot (default: the roots)"),
-            OpenApiParameter("all", bool, description="true: every snapshot"),
-        ],
+        responses={200: SnapshotSchema(many=True), **error_responses(400, 404, 503)},
+        parameters=[SnapshotListQuery],
+        description="The root snapshots (no parent), or the children of `parent`, oldest first; `all=true`: every one.",
     )
     def get(self, request, vm: str):
+        query = parse_query(SnapshotListQuery, request)
         tree = services.load_tree(access.get_vm(request.user, vm))
-        if request.query_params.get("all", "").lower() in ("1", "true", "yes"):
+        if query["all"]:
             records = tree.records
-        elif "parent" in request.query_params:
-            records = tree.children.get(tree.get(request.query_params["parent"]).pk, [])
+        elif "parent" in query:
+            records = tree.children.get(tree.get(query["parent"]).pk, [])
         else:
             records = tree.roots
         return Response([services.as_dict(tree, r) for r in records])
 
-    @extend_schema(request=SnapshotCreateInput, responses={202: TaskSerializer})
+    @extend_schema(
+        request=SnapshotCreateInput,
+        responses={202: TASK, **error_responses(403, 404, 409, 503, body=True)},
+        description="Take a snapshot (memory too if the VM runs); the Task's target_uri is the new snapshot.",
+    )
     def post(self, request, vm: str):
-        data = parse(SnapshotCreateInput, request)
+        data = parse_body(SnapshotCreateInput, request)
         op = services.request_create(Actor.from_request(request), vm, data.get("name") or None, data.get("description", ""))
         return task_response(op)
 
 
 class CurrentSnapshot(APIView):
-    @extend_schema(responses=SnapshotSchema, description="The current snapshot, or {} when there is none.")
+    @extend_schema(
+        responses={
+            200: CURRENT_SCHEMA,
+            **error_responses(404, 503),
+        },
+        description="The current snapshot, or {} when there is none.",
+    )
     def get(self, request, vm: str):
         tree = services.load_tree(access.get_vm(request.user, vm))
         return Response(services.as_dict(tree, tree.current) if tree.current else {})
@@ -86,14 +138,18 @@ class CurrentSnapshot(APIView):
 class SnapshotDetail(APIView):
     audit_actions = {"PUT": "snapshot.update", "DELETE": "snapshot.delete"}
 
-    @extend_schema(responses=SnapshotSchema)
+    @extend_schema(responses={200: SnapshotSchema, **error_responses(404, 503)})
     def get(self, request, vm: str, snapshot: str):
         tree, record = services.get_snapshot(request.user, vm, snapshot)
         return Response(services.as_dict(tree, record))
 
-    @extend_schema(request=SnapshotUpdateInput, responses=SnapshotSchema)
+    @extend_schema(
+        request=SnapshotUpdateInput,
+        responses={200: SnapshotSchema, **error_responses(403, 404, 409, 503, body=True)},
+        description="Rename the snapshot or change its description (at once, no Task).",
+    )
     def put(self, request, vm: str, snapshot: str):
-        data = parse(SnapshotUpdateInput, request)
+        data = parse_body(SnapshotUpdateInput, request)
         tree, record = services.request_update(
             Actor.from_request(request), vm, snapshot, name=data.get("name"), description=data.get("description")
         )
@@ -101,27 +157,28 @@ class SnapshotDetail(APIView):
 
     @extend_schema(
         request=SnapshotDeleteInput,
-        responses={202: TaskSerializer},
-        parameters=[
-            OpenApiParameter(
-                "mode",
-                str,
-                enum=list(services.DELETE_MODES),
-                description="node (default): children move up; all: with descendants",
-            )
-        ],
+        responses={202: TASK, **error_responses(403, 404, 409, 503, body=True)},
+        parameters=[SnapshotDeleteQuery],
+        description="Delete the snapshot; `mode` in the query or the body (not both, unless they agree).",
     )
     def delete(self, request, vm: str, snapshot: str):
-        body = parse(SnapshotDeleteInput, request) if request.data else {}
-        mode = request.query_params.get("mode") or body.get("mode") or "node"
-        if "mode" in request.query_params and body.get("mode") and body["mode"] != request.query_params["mode"]:
+        body = parse_body(SnapshotDeleteInput, request)
+        query = parse_query(SnapshotDeleteQuery, request)
+        if "mode" in query and "mode" in body and body["mode"] != query["mode"]:
             raise Invalid("The mode in the query and in the body differ: send one.")
+        mode = query.get("mode") or body.get("mode") or "node"
         return task_response(services.request_delete(Actor.from_request(request), vm, snapshot, mode))
 
 
 class SnapshotRevert(APIView):
     audit_actions = {"POST": "snapshot.revert"}
 
-    @extend_schema(request=None, responses={202: TaskSerializer})
+    @extend_schema(
+        request=None,
+        responses={202: TASK, **error_responses(403, 404, 409, 503, body=True)},
+        description="Revert the VM to the snapshot: afterwards it is in the snapshot's state and the snapshot is current. "
+        "No body (or {}).",
+    )
     def post(self, request, vm: str, snapshot: str):
+        parse_body(StrictSerializer, request)
         return task_response(services.request_revert(Actor.from_request(request), vm, snapshot))

@@ -1,41 +1,46 @@
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.errors import error_responses
 from operations.audit import Actor
-from operations.serializers import StrictSerializer, TaskSerializer
-from snapshots.api import parse, task_response
+from operations.serializers import NameField, QueryFlag, StrictSerializer, parse_body, parse_query
+from snapshots.api import TASK, task_response
 from vms import lifecycle, services
 from vms.errors import Invalid
 
-DiskSchema = inline_serializer(
-    "Disk",
-    {
-        "target": serializers.CharField(),
-        "device": serializers.CharField(),
-        "format": serializers.CharField(),
-        "source": serializers.CharField(),
-        "readonly": serializers.BooleanField(),
-    },
-)
-VMSchema = inline_serializer(
-    "VM",
-    {
-        "name": serializers.CharField(),
-        "uuid": serializers.UUIDField(),
-        "state": serializers.CharField(help_text="running, shutoff, paused, crashed, ... (libvirt's words)"),
-        "vcpus": serializers.IntegerField(),
-        "memory": serializers.IntegerField(help_text="MiB"),
-        "disks": DiskSchema,
-        "snapshots": serializers.IntegerField(help_text="number of snapshots"),
-        "current-snapshot": serializers.CharField(help_text='name of the current snapshot, or ""'),
-    },
-)
+
+@extend_schema_serializer(component_name="Disk")
+class DiskSchema(serializers.Serializer):
+    target = serializers.CharField(help_text="vda, sda, ...")
+    device = serializers.CharField(help_text="disk, cdrom, ...")
+    format = serializers.CharField(help_text="qcow2, raw, ...")
+    source = serializers.CharField(help_text="the file (or volume) behind it")
+    readonly = serializers.BooleanField()
+
+
+@extend_schema_serializer(component_name="VM")
+class VMSchema(serializers.Serializer):
+    """The VM object (documentation of the answer)."""
+
+    name = serializers.CharField()
+    uuid = serializers.UUIDField()
+    state = serializers.CharField(help_text="running, shutoff, paused, crashed, ... (libvirt's words)")
+    vcpus = serializers.IntegerField()
+    memory = serializers.IntegerField(help_text="MiB")
+    disks = DiskSchema(many=True)
+    snapshots = serializers.IntegerField(help_text="number of snapshots")
+
+    def get_fields(self):
+        fields = super().get_fields()
+        # Not a Python name, hence added here.
+        fields["current-snapshot"] = serializers.CharField(help_text='name of the current snapshot, or ""')
+        return fields
 
 
 class VMList(APIView):
-    @extend_schema(responses=inline_serializer("VMList", {"vms": VMSchema}, many=True))
+    @extend_schema(responses={200: VMSchema(many=True), **error_responses(503)}, description="The VMs you may see.")
     def get(self, request):
         return Response([services.vm_dict(vm, current) for vm, current in services.inventory(request.user)])
 
@@ -46,27 +51,36 @@ class VMList(APIView):
 
 class ShutdownInput(StrictSerializer):
     timeout = serializers.IntegerField(
-        required=False, min_value=1, help_text="seconds to wait for the guest OS (default: SHUTDOWN_TIMEOUT, 60)"
+        required=False,
+        min_value=1,
+        help_text="seconds to wait for the guest OS (default: SHUTDOWN_TIMEOUT, 60; at most TASK_TIMEOUT - 60)",
     )
+
+
+# lifecycle.validate_vm_name's rule, for the schema: VM_NAME_RE, not only digits, and not
+# what uuid.UUID() takes (32 hex digits, hyphens anywhere, int()'s single underscores).
+VM_NAME_PATTERN = r"(?![0-9]+$)(?!(?!.*_-*_)(?!.*_-*$)(?:[0-9A-Fa-f_]-*){32}$)" + lifecycle.VM_NAME_RE.pattern.strip("^$")
 
 
 class CloneInput(StrictSerializer):
-    name = serializers.CharField(
-        required=False, allow_blank=True, max_length=200, help_text=f"{lifecycle.VM_NAME_RULE}; default <vm>-clone"
+    name = NameField(
+        pattern=VM_NAME_PATTERN,
+        required=False,
+        allow_blank=True,
+        max_length=100,
+        help_text=f"{lifecycle.VM_NAME_RULE} (and not a UUID); default <vm>-clone",
     )
 
 
+STORAGE = "true: also remove disk files no other VM uses"
+
+
 class DeleteInput(StrictSerializer):
-    storage = serializers.BooleanField(required=False, help_text="also remove disk files no other VM uses")
+    storage = serializers.BooleanField(required=False, help_text=STORAGE, error_messages={"invalid": "Must be true or false."})
 
 
-def _flag(value: str, name: str) -> bool:
-    word = value.strip().lower()
-    if word in ("1", "true", "yes", "on"):
-        return True
-    if word in ("", "0", "false", "no", "off"):
-        return False
-    raise Invalid(f"{name} must be true or false, not {value!r}.")
+class DeleteQuery(serializers.Serializer):
+    storage = QueryFlag(required=False, help_text=STORAGE)
 
 
 class VMPower(APIView):
@@ -79,7 +93,7 @@ class VMPower(APIView):
         return {"POST": f"vm.{self.power_action}"}
 
     def post(self, request, vm: str):
-        body = parse(ShutdownInput if self.power_action == "shutdown" else StrictSerializer, request) if request.data else {}
+        body = parse_body(ShutdownInput if self.power_action == "shutdown" else StrictSerializer, request)
         op = lifecycle.request_power(Actor.from_request(request), vm, self.power_action, timeout=body.get("timeout"))
         return task_response(op)
 
@@ -91,7 +105,7 @@ def power_view(action: str):
         @extend_schema(
             operation_id=f"vm_{action}",
             request=ShutdownInput if action == "shutdown" else None,
-            responses={202: TaskSerializer},
+            responses={202: TASK, **error_responses(403, 404, 409, 503, body=True)},
             description=POWER_HELP[action],
         )
         def post(self, request, vm: str):
@@ -117,33 +131,33 @@ class VMClone(APIView):
 
     @extend_schema(
         request=CloneInput,
-        responses={202: TaskSerializer},
+        responses={202: TASK, **error_responses(403, 404, 409, 503, body=True)},
         description="Clone a shut-off VM with its snapshots; the Task's target_uri is the clone.",
     )
     def post(self, request, vm: str):
-        body = parse(CloneInput, request) if request.data else {}
+        body = parse_body(CloneInput, request)
         return task_response(lifecycle.request_clone(Actor.from_request(request), vm, body.get("name") or None))
 
 
 class VMDetail(APIView):
     audit_actions = {"DELETE": "vm.delete"}
 
-    @extend_schema(responses=VMSchema)
+    @extend_schema(responses={200: VMSchema, **error_responses(404, 503)})
     def get(self, request, vm: str):
         info, current = services.vm_detail(request.user, vm)
         return Response(services.vm_dict(info, current))
 
     @extend_schema(
         request=DeleteInput,
-        responses={202: TaskSerializer},
-        parameters=[OpenApiParameter("storage", bool, description="true: also remove disk files no other VM uses")],
-        description="Stop the VM if it runs, delete its snapshots (leaves first), undefine it (NVRAM too).",
+        responses={202: TASK, **error_responses(403, 404, 409, 503, body=True)},
+        parameters=[DeleteQuery],
+        description="Stop the VM if it runs, delete its snapshots (leaves first), undefine it (NVRAM too). "
+        "`storage` in the query or the body (not both, unless they agree).",
     )
     def delete(self, request, vm: str):
-        body = parse(DeleteInput, request) if request.data else {}
-        storage = _flag(request.query_params["storage"], "storage") if "storage" in request.query_params else False
-        if "storage" in body:
-            if "storage" in request.query_params and body["storage"] != storage:
-                raise Invalid("storage in the query and in the body differ: send one.")
-            storage = body["storage"]
+        body = parse_body(DeleteInput, request)
+        query = parse_query(DeleteQuery, request)
+        if "storage" in query and "storage" in body and body["storage"] != query["storage"]:
+            raise Invalid("storage in the query and in the body differ: send one.")
+        storage = body.get("storage", query.get("storage", False))
         return task_response(lifecycle.request_delete(Actor.from_request(request), vm, storage=storage))

@@ -362,6 +362,9 @@ def _to_mib(value: int, unit: str) -> int:
 
 def _domain(conn: libvirt.virConnect, ref: str) -> libvirt.virDomain:
     """Look a domain up by UUID (preferred, stable) or by name."""
+    if "\x00" in ref:
+        # No name holds one, and the binding would raise ValueError instead of asking.
+        raise NotFound(f"There is no VM named {ref!r}.")
     try:
         uuidlib.UUID(ref)
     except ValueError:
