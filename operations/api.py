@@ -33,6 +33,7 @@ class TaskListQuery(serializers.Serializer):
     status = serializers.ChoiceField(
         choices=list(STATUS_FILTER),
         required=False,
+        allow_blank=True,
         help_text="running (queued ones too), finished or failed; queued: not started yet",
         error_messages={"invalid_choice": "Unknown status {input!r}: use running, finished or failed."},
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from dataclasses import dataclass
 
@@ -34,10 +35,19 @@ class Actor:
 
 def client_ip(request) -> str | None:
     if settings.TRUST_X_FORWARDED_FOR:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip() or None
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")[0].strip()
+        # Not an address (sent by the client, not the proxy): PostgreSQL's inet column would refuse it.
+        if _is_ip(forwarded):
+            return forwarded
     return request.META.get("REMOTE_ADDR") or None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def new_request_id() -> str:

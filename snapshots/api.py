@@ -51,7 +51,7 @@ class SnapshotDeleteInput(StrictSerializer):
 
 
 class SnapshotDeleteQuery(serializers.Serializer):
-    mode = serializers.ChoiceField(**MODE)
+    mode = serializers.ChoiceField(**MODE, allow_blank=True)  # mode= is no mode
 
 
 class SnapshotListQuery(serializers.Serializer):
@@ -164,7 +164,7 @@ class SnapshotDetail(APIView):
     def delete(self, request, vm: str, snapshot: str):
         body = parse_body(SnapshotDeleteInput, request)
         query = parse_query(SnapshotDeleteQuery, request)
-        if "mode" in query and "mode" in body and body["mode"] != query["mode"]:
+        if query.get("mode") and body.get("mode") and body["mode"] != query["mode"]:
             raise Invalid("The mode in the query and in the body differ: send one.")
         mode = query.get("mode") or body.get("mode") or "node"
         return task_response(services.request_delete(Actor.from_request(request), vm, snapshot, mode))

@@ -152,7 +152,9 @@ def test_boolean_query_parameters_refuse_other_words(api, snap_vm):
 
 def test_storage_and_mode_may_be_in_query_or_body_but_must_agree(api, snap_vm):
     assert "differ" in error(api.delete(f"/api/vms/{snap_vm.name}?storage=true", {"storage": False}, format="json"), 400)
-    both = api.delete(f"/api/vms/{snap_vm.name}/snapshots/s1?mode=all", {"mode": "all"}, format="json")
+    assert "differ" in error(api.delete(f"/api/vms/{snap_vm.name}/snapshots/s1?mode=node", {"mode": "all"}, format="json"), 400)
+    # An empty query parameter is no parameter.
+    both = api.delete(f"/api/vms/{snap_vm.name}/snapshots/s1?mode=", {"mode": "all"}, format="json")
     assert both.status_code == 202
     assert Operation.objects.get().params["mode"] == "all"
 
@@ -379,7 +381,7 @@ def test_query_parameters_are_documented_with_their_types(schema):
     assert params("/api/tasks")["limit"] == {"type": "integer", "maximum": 1000, "minimum": 1, "default": 100}
     assert params("/api/vms/{vm}/snapshots")["all"]["type"] == "boolean"
     assert params("/api/vms/{vm}", "delete")["storage"]["type"] == "boolean"
-    assert params("/api/vms/{vm}/snapshots/{snapshot}", "delete")["mode"]["enum"] == ["node", "all"]
+    assert params("/api/vms/{vm}/snapshots/{snapshot}", "delete")["mode"]["enum"] == ["node", "all", ""]
     assert params("/api/audit")["before"]["minimum"] == 1
 
 
@@ -397,3 +399,12 @@ def test_good_requests_still_work_end_to_end(make_user, vm):
     task = client.delete(f"/api/vms/{vm.name}/snapshots/one?mode=node").json()
     assert wait_task(client, task["id"])["status"] == "finished"
     assert hypervisor.snapshot_names(vm.uuid)[0] == []
+
+
+def test_a_forwarded_for_that_is_no_address_is_not_recorded_as_one(api, settings, vm):
+    # Was: 500 on PostgreSQL (its inet column refuses the text) when TRUST_X_FORWARDED_FOR is on.
+    settings.TRUST_X_FORWARDED_FOR = True
+    error(api.post(f"/api/vms/{vm.name}/start", [], format="json", HTTP_X_FORWARDED_FOR="<script>, 10.0.0.1"), 400)
+    assert AuditEvent.objects.get(action="vm.start").client_ip == "127.0.0.1"
+    error(api.post(f"/api/vms/{vm.name}/start", [], format="json", HTTP_X_FORWARDED_FOR="2001:db8::1"), 400)
+    assert AuditEvent.objects.filter(action="vm.start", client_ip="2001:db8::1").exists()
