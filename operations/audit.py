@@ -35,7 +35,9 @@ class Actor:
 
 def client_ip(request) -> str | None:
     if settings.TRUST_X_FORWARDED_FOR:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")[0].strip()
+        # The last entry is the one our (trusted) proxy appended; earlier ones come from
+        # the client and can be anything.
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")[-1].strip()
         # Not an address (sent by the client, not the proxy): PostgreSQL's inet column would refuse it.
         if _is_ip(forwarded):
             return forwarded

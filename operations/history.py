@@ -130,8 +130,8 @@ def locate(user, name: str) -> tuple[str, str, hypervisor.VMInfo | None]:
         vm = access.get_vm(user, name)
         return vm.name, vm.uuid, vm
     except NotFound:
-        if hypervisor.vm_exists(name):
-            raise
+        if "\x00" in name or hypervisor.vm_exists(name):
+            raise  # no VM name holds a NUL (and PostgreSQL refuses one in a query)
     rows = SnapshotRecord.objects.filter(Q(vm_name=name) | Q(vm_uuid=name)).order_by("-id").values_list("vm_uuid", flat=True)
     events = (
         AuditEvent.objects.filter(Q(vm_name=name) | Q(vm_uuid=name))

@@ -458,7 +458,14 @@ def test_good_requests_still_work_end_to_end(make_user, vm):
 def test_a_forwarded_for_that_is_no_address_is_not_recorded_as_one(api, settings, vm):
     # Was: 500 on PostgreSQL (its inet column refuses the text) when TRUST_X_FORWARDED_FOR is on.
     settings.TRUST_X_FORWARDED_FOR = True
-    error(api.post(f"/api/vms/{vm.name}/start", [], format="json", HTTP_X_FORWARDED_FOR="<script>, 10.0.0.1"), 400)
+    error(api.post(f"/api/vms/{vm.name}/start", [], format="json", HTTP_X_FORWARDED_FOR="10.0.0.1, <script>"), 400)
     assert AuditEvent.objects.get(action="vm.start").client_ip == "127.0.0.1"
     error(api.post(f"/api/vms/{vm.name}/start", [], format="json", HTTP_X_FORWARDED_FOR="2001:db8::1"), 400)
     assert AuditEvent.objects.filter(action="vm.start", client_ip="2001:db8::1").exists()
+
+
+def test_the_forwarded_address_is_the_one_the_proxy_appended(api, settings, vm):
+    # A client can send its own X-Forwarded-For; the proxy appends the address it saw.
+    settings.TRUST_X_FORWARDED_FOR = True
+    error(api.post(f"/api/vms/{vm.name}/start", [], format="json", HTTP_X_FORWARDED_FOR="6.6.6.6, 10.0.0.7"), 400)
+    assert AuditEvent.objects.get(action="vm.start").client_ip == "10.0.0.7"
