@@ -279,14 +279,21 @@ def snapshot_edit(request: HttpRequest, vm: str, snapshot: str) -> HttpResponse:
 # Revert and delete: confirm first (a page without JS, the page's dialog with it)
 
 
-def _confirm(request: HttpRequest, template: str, context: dict, status: int = 200) -> HttpResponse:
+def render_confirmation(request: HttpRequest, *, dialog: str, page: str, context: dict, status: int = 200) -> HttpResponse:
+    """A confirmation: its form in the page's dialog for htmx, else a page of its own."""
     if request.htmx:
-        response = render(request, f"snapshots/_{template}_confirm.html", context, status=status)
+        response = render(request, dialog, context, status=status)
         if request.method == "POST":
             # The form targets the page; a refusal stays in the dialog instead.
             reswap(retarget(response, "#dialog-body"), "innerHTML")
         return response
-    return render(request, f"snapshots/{template}.html", context, status=status)
+    return render(request, page, context, status=status)
+
+
+def _confirm(request: HttpRequest, template: str, context: dict, status: int = 200) -> HttpResponse:
+    return render_confirmation(
+        request, dialog=f"snapshots/_{template}_confirm.html", page=f"snapshots/{template}.html", context=context, status=status
+    )
 
 
 @login_required

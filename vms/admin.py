@@ -146,6 +146,12 @@ def _record(request, action: str, message: str, params: dict) -> None:
     audit.record(action, actor=Actor.from_request(request), stage=AuditEvent.Stage.EVENT, params=params, message=message)
 
 
+def _remove_grants(request, **grantee) -> None:
+    """Remove (and audit) every grant of a user or group about to be deleted."""
+    for grant in Grant.objects.filter(**grantee).select_related("role", "user", "group"):
+        grants.remove_grant(grant, actor=Actor.from_request(request))
+
+
 admin.site.unregister(User)
 admin.site.unregister(AuthGroup)
 
@@ -176,8 +182,7 @@ class AuditedUserAdmin(UserAdmin):
 
     def delete_model(self, request, obj):
         name = obj.username
-        for grant in Grant.objects.filter(user=obj).select_related("role", "user"):
-            grants.remove_grant(grant, actor=Actor.from_request(request))
+        _remove_grants(request, user=obj)
         super().delete_model(request, obj)
         _record(request, "user.remove", f"User {name} deleted (their audit rows keep the name).", {"user": name})
 
@@ -198,8 +203,7 @@ class AuditedGroupAdmin(GroupAdmin):
 
     def delete_model(self, request, obj):
         name = obj.name
-        for grant in Grant.objects.filter(group=obj).select_related("role", "group"):
-            grants.remove_grant(grant, actor=Actor.from_request(request))
+        _remove_grants(request, group=obj)
         super().delete_model(request, obj)
         _record(request, "group.remove", f"Group {name} deleted.", {"group": name})
 

@@ -5,7 +5,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
-from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
+from django_htmx.http import HttpResponseClientRedirect
 
 from operations.audit import Actor
 from operations.models import Operation
@@ -75,14 +75,9 @@ def _back_to_page(request: HttpRequest, vm_name: str, op: Operation | None = Non
 
 
 def _confirmation(request: HttpRequest, name: str, context: dict, status: int = 200) -> HttpResponse:
-    """A confirmation: its form in the page's dialog for htmx, else a page of its own."""
-    if request.htmx:
-        response = render(request, f"vms/confirm_{name}_form.html", context, status=status)
-        if request.method == "POST":
-            # The form targets the page; a refusal stays in the dialog instead.
-            reswap(retarget(response, "#dialog-body"), "innerHTML")
-        return response
-    return render(request, f"vms/confirm_{name}.html", context, status=status)
+    return snapshot_views.render_confirmation(
+        request, dialog=f"vms/confirm_{name}_form.html", page=f"vms/confirm_{name}.html", context=context, status=status
+    )
 
 
 def _refusal(exc: AppError) -> AppError:
