@@ -41,8 +41,8 @@ def main() -> None:
     from django.core.management import call_command
     from rest_framework.test import APIClient
 
-    from tests.conftest import remove_vm
-    from vms import hypervisor, tiny
+    from core import hypervisor, tiny
+    from core.tiny import remove_vm
 
     call_command("migrate", verbosity=0)
     user = get_user_model().objects.create_superuser("bench", "bench@example.com", secrets.token_hex(8))

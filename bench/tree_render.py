@@ -10,7 +10,7 @@ so the app first finds them as made outside the app: the first page view records
 them, and is reported apart). Then, alternating so both see the same machine load:
   app:  GET /vms/<vm>/ through django.test.Client (logged-in superuser), the whole
         page rendered: header, the 500-item tree, the forms; and, apart, two parts
-        of it: getting the tree's data (services.load_tree: libvirt and the DB) and
+        of it: getting the tree's data (trees.load_tree: libvirt and the DB) and
         making the tree's items (views.tree_rows and snapshots.render.items, from
         data already loaded, with the buttons a superuser sees);
   virsh: virsh -c <uri> snapshot-list --tree <vm>.
@@ -78,8 +78,9 @@ def main() -> None:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    from snapshots import render, services, views
-    from vms import hypervisor, tiny
+    from core import hypervisor, tiny
+    from snapshots import render, views
+    from snapshots import tree as trees
 
     call_command("migrate", verbosity=0)
     user = get_user_model().objects.create_superuser("bench", "bench@example.com", secrets.token_hex(8))
@@ -110,9 +111,9 @@ def main() -> None:
         lines = subprocess.run(virsh, check=True, capture_output=True, text=True).stdout.count("\n")
 
         def tree():
-            services.load_tree(hypervisor.get_vm(name))
+            trees.load_tree(hypervisor.get_vm(name))
 
-        loaded = services.load_tree(hypervisor.get_vm(name))
+        loaded = trees.load_tree(hypervisor.get_vm(name))
         buttons = Context({"can_act": True, "can_revert": True, "can_edit": True, "can_delete": True})
 
         def tree_items():

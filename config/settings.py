@@ -20,6 +20,8 @@ def envint(name: str, default: int) -> int:
 
 
 DEBUG = envbool("DEBUG", "False")
+
+
 def _secret_key() -> str:
     """SECRET_KEY from the environment; else a random key kept in a private file
     beside the database (made on first start), never a guessable constant."""
@@ -67,9 +69,11 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_htmx",
     "django_q",
-    "vms",
-    "snapshots",
+    # The project's layers, lowest first: core (no models) <- access <- operations <- snapshots <- vms.
+    "access",
     "operations",
+    "snapshots",
+    "vms",
 ]
 
 MIDDLEWARE = [
@@ -84,7 +88,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "operations.middleware.RequestIdMiddleware",
-    "config.errors.HypervisorErrorMiddleware",
+    "core.api.errors.HypervisorErrorMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -98,7 +102,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "vms.context_processors.navigation",
+                "access.context_processors.navigation",
             ],
         },
     },
@@ -162,7 +166,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "operations.api_errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }

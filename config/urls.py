@@ -1,5 +1,8 @@
+"""URL composition: the API under /api/, admin, and each app's pages. Nothing imports this."""
+
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 api = [
@@ -13,6 +16,8 @@ api = [
 
 urlpatterns = [
     path("api/", include(api)),
+    # Roles and grants moved from the vms app to access: old admin bookmarks still work.
+    re_path(r"^admin/vms/(?P<rest>(?:role|grant)/.*)$", RedirectView.as_view(url="/admin/access/%(rest)s", permanent=True)),
     path("admin/", admin.site.urls),
     path("", include("vms.urls")),
     path("", include("snapshots.urls")),
@@ -20,6 +25,6 @@ urlpatterns = [
 ]
 
 # JSON under /api/ ({"code", "reason"}, like every API error), Django's pages elsewhere.
-handler400 = "config.errors.bad_request"
-handler404 = "config.errors.page_not_found"
-handler500 = "config.errors.server_error"
+handler400 = "core.api.errors.bad_request"
+handler404 = "core.api.errors.page_not_found"
+handler500 = "core.api.errors.server_error"

@@ -1,3 +1,5 @@
+"""WSGI entry point (gunicorn, mod_wsgi): the Django application object."""
+
 import os
 
 from django.core.wsgi import get_wsgi_application

@@ -6,8 +6,8 @@ read-only and a POST to it (or to a delete view) answers 403.
 
 from django.contrib import admin
 
+from access.policy import access_for
 from operations.models import AuditEvent, Operation
-from vms.access import access_for
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

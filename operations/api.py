@@ -1,19 +1,29 @@
+"""``GET /api/tasks`` and ``/api/tasks/<id>``, and the 202 answer every long operation gives."""
+
 from django.db.models import Q
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.errors import error_responses
+from access import policy
+from core.api.errors import error_responses
+from core.api.inputs import parse_query
+from core.errors import Invalid, NotFound
 from operations import runner
 from operations.models import Operation
-from operations.serializers import TaskSerializer, parse_query
-from vms import access
-from vms.errors import Invalid, NotFound
+from operations.serializers import TaskSerializer
 
 
 def visible_operations(user):
-    return access.restrict_by_vm(user, Operation.objects.all())
+    return policy.restrict_by_vm(user, Operation.objects.all())
+
+
+def task_response(op: Operation) -> Response:
+    return Response(TaskSerializer(op).data, status=202, headers={"Location": f"/api/tasks/{op.pk}"})
+
+
+TASK = OpenApiResponse(TaskSerializer, description="Queued: follow the Task (also in the Location header)")
 
 
 def get_task(user, task_id) -> Operation:

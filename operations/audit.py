@@ -1,4 +1,5 @@
-"""Writing the audit trail: one function, called by the code that makes the change."""
+"""Writing the audit trail: ``record``, called by the code that makes the change, and
+``attempt``, which records every refused or failed request the same way."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from core.errors import AppError
 from operations.models import AuditEvent, Operation
 
 
@@ -109,3 +111,34 @@ def record(
         message=_text(message, 2000),
         operation=operation,
     )
+
+
+class attempt:
+    """Audit a refused or failed request: ``with attempt("snapshot.create", actor, vm_name):``.
+
+    An AppError leaving the block is recorded (403 and 404 as denied, the rest as
+    failed) and goes on its way; success is recorded by the code that succeeds.
+    """
+
+    def __init__(self, action: str, actor: Actor, vm_name: str = "", snapshot: str = "", params: dict | None = None):
+        self.action, self.actor, self.vm_name, self.snapshot, self.params = action, actor, vm_name, snapshot, params
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if isinstance(exc, AppError):
+            self.refused(exc.status, exc.message)
+        return False
+
+    def refused(self, status: int, message: str) -> AuditEvent:
+        """Record the refusal: denied for 401, 403 and 404 (not allowed, or not visible), else failed."""
+        return record(
+            self.action,
+            actor=self.actor,
+            vm_name=self.vm_name,
+            snapshot=self.snapshot,
+            params=self.params,
+            outcome=AuditEvent.Outcome.DENIED if status in (401, 403, 404) else AuditEvent.Outcome.FAILED,
+            message=message,
+        )

@@ -1,3 +1,5 @@
+"""Request ids for the audit trail, and page requests refused before any view ran."""
+
 from django.conf import settings
 from django.shortcuts import resolve_url
 
@@ -36,13 +38,8 @@ class RequestIdMiddleware:
 
 
 def _audit_refused(request, message: str) -> None:
-    audit.record(
-        f"http.{request.method.lower()}",
-        actor=Actor.from_request(request),
-        outcome="denied",
-        message=message,
-        params={"path": request.path[:300]},
-    )
+    action = f"http.{request.method.lower()}"
+    audit.attempt(action, Actor.from_request(request), params={"path": request.path[:300]}).refused(403, message)
 
 
 def csrf_failure(request, reason: str = ""):

@@ -1,6 +1,17 @@
+"""Operations (the API's Task resource and their history) and the append-only audit trail."""
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+
+ACTIVE = ("queued", "running")
+
+
+class OperationQuerySet(models.QuerySet):
+    def active(self, vm_uuid: str | None = None):
+        """Operations queued or running (on one VM): at most one per VM, by a constraint."""
+        queryset = self.filter(status__in=ACTIVE)
+        return queryset if vm_uuid is None else queryset.filter(vm_uuid=vm_uuid)
 
 
 class Operation(models.Model):
@@ -36,13 +47,15 @@ class Operation(models.Model):
     # host:pid of the worker running it, to tell a live task from an orphan.
     worker = models.CharField(max_length=120, blank=True)
 
+    objects = OperationQuerySet.as_manager()
+
     class Meta:
         ordering = ["-requested_at", "-id"]
         constraints = [
             # One mutating operation per VM at a time, enforced by the database.
             models.UniqueConstraint(
                 fields=["vm_uuid"],
-                condition=Q(status__in=["queued", "running"]),
+                condition=Q(status__in=list(ACTIVE)),
                 name="one_active_operation_per_vm",
             )
         ]
@@ -53,6 +66,25 @@ class Operation(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE
+
+    @property
+    def failed(self) -> bool:
+        return self.status == self.Status.FAILED
+
+    @property
+    def label(self) -> str:
+        """What it does, in words: "take snapshot", "clone VM"."""
+        from operations.runner import KINDS  # the kinds register there, at startup
+
+        kind = KINDS.get(self.kind)
+        return kind.label if kind else self.kind.replace(".", " ")
+
+    @property
+    def summary(self) -> str:
+        """``task #12 (take snapshot before-upgrade by alice)``: how messages name it."""
+        what = f"{self.label} {self.snapshot}" if self.snapshot else self.label
+        who = f" by {self.username}" if self.username else ""
+        return f"task #{self.pk} ({what}{who})"
 
     @property
     def public_status(self) -> str:

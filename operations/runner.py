@@ -22,10 +22,12 @@ from django.db import IntegrityError, close_old_connections, connection, transac
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from access import policy
+from core import hypervisor
+from core.errors import AppError, Conflict, ConnectionLost, Unavailable
 from operations import audit
 from operations.audit import Actor
 from operations.models import AuditEvent, Operation
-from vms.errors import AppError, Conflict, ConnectionLost, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +50,6 @@ def register(name: str, *, label: str, settle=None):
         return fn
 
     return decorator
-
-
-def describe(op: Operation) -> str:
-    kind = KINDS.get(op.kind)
-    what = kind.label if kind else op.kind
-    if op.snapshot:
-        what += f" {op.snapshot}"
-    who = f" by {op.username}" if op.username else ""
-    return f"task #{op.pk} ({what}{who})"
 
 
 # ---------------------------------------------------------------------------
@@ -89,25 +82,47 @@ def submit(kind: str, vm, *, actor: Actor, snapshot: str = "", params: dict | No
                 )
             return op
         except IntegrityError:
-            blocking = Operation.objects.filter(vm_uuid=vm.uuid, status__in=Operation.ACTIVE).first()
+            blocking = Operation.objects.active(vm.uuid).first()
             if blocking is None or (attempt == 1 and settle_if_orphaned(blocking)):
                 continue
             state = "queued" if blocking.status == Operation.Status.QUEUED else "running"
             raise Conflict(
-                f"Another operation is {state} on {vm.name}: {describe(blocking)}. Wait for it to end, then try again."
+                f"Another operation is {state} on {vm.name}: {blocking.summary}. Wait for it to end, then try again."
             ) from None
     raise Conflict(f"Another operation is running on {vm.name}. Try again.")
 
 
 def active_operation(vm_uuid: str) -> Operation | None:
-    op = Operation.objects.filter(vm_uuid=vm_uuid, status__in=Operation.ACTIVE).first()
+    """The operation queued or running on the VM (one whose worker died is settled first)."""
+    op = Operation.objects.active(vm_uuid).first()
     if op is not None and settle_if_orphaned(op):
         return None
     return op
 
 
+def busy_conflict(vm) -> Conflict | None:
+    """Why ``vm`` takes no change right now (an operation is on it), or None."""
+    op = active_operation(vm.uuid)
+    if op is None:
+        return None
+    state = "queued" if op.status == Operation.Status.QUEUED else "running"
+    return Conflict(f"Another operation is {state} on {vm.name}: {op.summary}. Wait for it to end, then try again.")
+
+
 # ---------------------------------------------------------------------------
 # Running (inside a django-q2 worker)
+
+
+def recheck(op: Operation, perm: str) -> None:
+    """The requester may still ``perm`` the operation's VM (no libvirt call)."""
+    policy.recheck(op.user, policy.VMRef(op.vm_name, op.vm_uuid), perm)
+
+
+def task_vm(op: Operation, perm: str, *, snapshots: bool = True) -> hypervisor.VMInfo:
+    """The operation's VM as libvirt shows it now, the requester's permission checked again."""
+    vm = hypervisor.get_vm(op.vm_uuid, snapshots=snapshots)
+    policy.recheck(op.user, vm, perm)
+    return vm
 
 
 class Progress:
@@ -307,7 +322,7 @@ def _settle(op: Operation, kind: Kind | None, wait: float = 0) -> tuple[bool, st
 def settle_orphans() -> int:
     """Periodic (django-q2 schedule) and at cluster start: end every orphaned operation."""
     count = 0
-    for op in Operation.objects.filter(status__in=Operation.ACTIVE):
+    for op in Operation.objects.active():
         if settle_if_orphaned(op):
             count += 1
     return count

@@ -1,27 +1,19 @@
+"""The task pages: list, one task, its live progress bar, and a VM page's watch."""
+
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django_htmx.http import trigger_client_event
 
+from access import policy
+from core.errors import NotFound
 from operations import runner
 from operations.api import filter_tasks, get_task, visible_operations
-from operations.models import Operation
-from vms import access
-from vms.errors import NotFound
-
-
-def describe(op: Operation | None) -> Operation | None:
-    """Give an operation the words the templates show."""
-    if op is not None:
-        kind = runner.KINDS.get(op.kind)
-        op.label = kind.label if kind else op.kind.replace(".", " ")
-        op.failed = op.status == Operation.Status.FAILED
-    return op
 
 
 @login_required
 def task_list(request):
-    tasks = [describe(op) for op in filter_tasks(visible_operations(request.user), request.GET)[:200]]
+    tasks = list(filter_tasks(visible_operations(request.user), request.GET)[:200])
     return render(
         request,
         "operations/task_list.html",
@@ -31,7 +23,7 @@ def task_list(request):
 
 @login_required
 def task_detail(request, task_id: int):
-    return render(request, "operations/task_detail.html", {"task": describe(get_task(request.user, task_id))})
+    return render(request, "operations/task_detail.html", {"task": get_task(request.user, task_id)})
 
 
 def _ended(response: HttpResponse, op) -> HttpResponse:
@@ -44,7 +36,7 @@ def task_progress(request, task_id: int):
     """A task's progress bar (htmx polls it); without htmx, the task's page."""
     if not request.htmx:
         return redirect("task-detail", task_id)
-    op = describe(get_task(request.user, task_id))
+    op = get_task(request.user, task_id)
     view = request.GET.get("view", "")
     template = "operations/_task_live.html" if view == "detail" else "operations/_progress.html"
     response = render(request, template, {"op": op, "task": op, "view": view})
@@ -54,7 +46,7 @@ def task_progress(request, task_id: int):
 @login_required
 def vm_task_watch(request, vm_uuid: str):
     """Tell a VM page that an operation started or ended since it was drawn (no libvirt call)."""
-    if not access.access_for(request.user).can_view(vm_uuid):
+    if not policy.access_for(request.user).can_view(vm_uuid):
         raise NotFound("There is no VM that you can see here.")
     value = request.GET.get("shown", "0")
     shown = int(value) if value.isdigit() else 0

@@ -1,27 +1,25 @@
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+"""The snapshot API: ``/api/vms/<vm>/snapshots[/<snapshot>[/revert]]``, ``…/current``
+and a VM's history (``/api/vms/<vm>/history``)."""
+
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.errors import error_responses
+from access import policy
+from core.api.errors import error_responses
+from core.api.inputs import NameField, QueryFlag, StrictSerializer, parse_body, parse_query
+from core.errors import Invalid
+from core.names import SNAPSHOT_NAME
+from operations.api import TASK, task_response
 from operations.audit import Actor
-from operations.serializers import NameField, QueryFlag, StrictSerializer, TaskSerializer, parse_body, parse_query
-from snapshots import services
-from vms import access
-from vms.errors import Invalid
-
-MAX_NAME = 64
-# services.validate_name's rule, for the schema: NAME_RE, not only digits, not "current" (any case).
-NAME_PATTERN = r"(?![0-9]+$)(?![Cc][Uu][Rr][Rr][Ee][Nn][Tt]$)" + services.NAME_RE.pattern.strip("^$")
+from snapshots import history, services
+from snapshots import tree as trees
 
 
 class SnapshotCreateInput(StrictSerializer):
     name = NameField(
-        pattern=NAME_PATTERN,
-        required=False,
-        allow_blank=True,
-        max_length=MAX_NAME,
-        help_text=f"{services.NAME_RULE}; default snapshot-<time>",
+        rule=SNAPSHOT_NAME, required=False, allow_blank=True, help_text=f"{SNAPSHOT_NAME.text}; default snapshot-<time>"
     )
     description = serializers.CharField(
         required=False, allow_blank=True, max_length=services.MAX_DESCRIPTION, trim_whitespace=False
@@ -29,7 +27,7 @@ class SnapshotCreateInput(StrictSerializer):
 
 
 class SnapshotUpdateInput(StrictSerializer):
-    name = NameField(pattern=NAME_PATTERN, required=False, max_length=MAX_NAME, help_text=services.NAME_RULE)
+    name = NameField(rule=SNAPSHOT_NAME, required=False)
     description = serializers.CharField(
         required=False, allow_blank=True, max_length=services.MAX_DESCRIPTION, trim_whitespace=False
     )
@@ -85,13 +83,6 @@ CURRENT_SCHEMA = {
 }
 
 
-def task_response(op) -> Response:
-    return Response(TaskSerializer(op).data, status=202, headers={"Location": f"/api/tasks/{op.pk}"})
-
-
-TASK = OpenApiResponse(TaskSerializer, description="Queued: follow the Task (also in the Location header)")
-
-
 class SnapshotList(APIView):
     audit_actions = {"POST": "snapshot.create"}
 
@@ -102,14 +93,14 @@ class SnapshotList(APIView):
     )
     def get(self, request, vm: str):
         query = parse_query(SnapshotListQuery, request)
-        tree = services.load_tree(access.get_vm(request.user, vm))
+        tree = trees.load_tree(policy.get_vm(request.user, vm))
         if query["all"]:
             records = tree.records
         elif "parent" in query:
             records = tree.children.get(tree.get(query["parent"]).pk, [])
         else:
             records = tree.roots
-        return Response([services.as_dict(tree, r) for r in records])
+        return Response([trees.as_dict(tree, r) for r in records])
 
     @extend_schema(
         request=SnapshotCreateInput,
@@ -131,8 +122,8 @@ class CurrentSnapshot(APIView):
         description="The current snapshot, or {} when there is none.",
     )
     def get(self, request, vm: str):
-        tree = services.load_tree(access.get_vm(request.user, vm))
-        return Response(services.as_dict(tree, tree.current) if tree.current else {})
+        tree = trees.load_tree(policy.get_vm(request.user, vm))
+        return Response(trees.as_dict(tree, tree.current) if tree.current else {})
 
 
 class SnapshotDetail(APIView):
@@ -140,8 +131,8 @@ class SnapshotDetail(APIView):
 
     @extend_schema(responses={200: SnapshotSchema, **error_responses(404, 503)})
     def get(self, request, vm: str, snapshot: str):
-        tree, record = services.get_snapshot(request.user, vm, snapshot)
-        return Response(services.as_dict(tree, record))
+        tree, record = trees.get_snapshot(request.user, vm, snapshot)
+        return Response(trees.as_dict(tree, record))
 
     @extend_schema(
         request=SnapshotUpdateInput,
@@ -153,7 +144,7 @@ class SnapshotDetail(APIView):
         tree, record = services.request_update(
             Actor.from_request(request), vm, snapshot, name=data.get("name"), description=data.get("description")
         )
-        return Response(services.as_dict(tree, record))
+        return Response(trees.as_dict(tree, record))
 
     @extend_schema(
         request=SnapshotDeleteInput,
@@ -182,3 +173,62 @@ class SnapshotRevert(APIView):
     def post(self, request, vm: str, snapshot: str):
         parse_body(StrictSerializer, request)
         return task_response(services.request_revert(Actor.from_request(request), vm, snapshot))
+
+
+# ---------------------------------------------------------------------------
+# History
+
+EventSchema = inline_serializer(
+    "HistoryEvent",
+    {
+        "time": serializers.DateTimeField(),
+        "event": serializers.CharField(help_text="created, renamed, edited, reverted, deleted, found, lost, copied, ..."),
+        "snapshot": serializers.CharField(help_text="the snapshot's name at the time"),
+        "user": serializers.CharField(),
+        "outcome": serializers.CharField(),
+        "summary": serializers.CharField(help_text="one readable line"),
+        "message": serializers.CharField(),
+        "details": serializers.DictField(),
+        "task": serializers.IntegerField(allow_null=True),
+        "audit_id": serializers.IntegerField(allow_null=True),
+    },
+    many=True,
+)
+LifeSchema = inline_serializer(
+    "SnapshotLife",
+    {
+        "name": serializers.CharField(help_text="its name now, or when it was deleted"),
+        "former_names": serializers.ListField(child=serializers.CharField()),
+        "libvirt_name": serializers.CharField(),
+        "description": serializers.CharField(),
+        "state": serializers.CharField(),
+        "memory": serializers.BooleanField(),
+        "created": serializers.IntegerField(help_text="epoch seconds"),
+        "created_by": serializers.CharField(),
+        "origin": serializers.CharField(help_text="app, outside or clone"),
+        "exists": serializers.BooleanField(),
+        "deleted": serializers.IntegerField(allow_null=True, help_text="epoch seconds"),
+        "deleted_by": serializers.CharField(),
+    },
+    many=True,
+)
+HistorySchema = inline_serializer(
+    "VMHistory",
+    {
+        "vm": inline_serializer(
+            "HistoryVM", {"name": serializers.CharField(), "uuid": serializers.CharField(), "exists": serializers.BooleanField()}
+        ),
+        "snapshots": LifeSchema,
+        "events": EventSchema,
+    },
+)
+
+
+class VMHistory(APIView):
+    @extend_schema(
+        responses={200: HistorySchema, **error_responses(404, 503)},
+        description="Every snapshot the VM ever had (oldest first) and the timeline of their lives (newest first), "
+        "including snapshots that no longer exist; a VM deleted since stays reachable by name.",
+    )
+    def get(self, request, vm: str):
+        return Response(history.vm_history(request.user, vm).as_dict())

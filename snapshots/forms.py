@@ -8,7 +8,7 @@ would never see, or that refusal would go unaudited.
 
 from django import forms
 
-from vms.errors import AppError
+from core.errors import AppError
 
 
 class SnapshotForm(forms.Form):

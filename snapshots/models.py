@@ -1,3 +1,5 @@
+"""What the app remembers of each snapshot, kept after the snapshot is gone."""
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q

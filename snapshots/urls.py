@@ -8,4 +8,5 @@ urlpatterns = [
     path("vms/<str:vm>/snapshots/<str:snapshot>/edit/", views.snapshot_edit, name="snapshot-edit"),
     path("vms/<str:vm>/snapshots/<str:snapshot>/revert/", views.snapshot_revert, name="snapshot-revert"),
     path("vms/<str:vm>/snapshots/<str:snapshot>/delete/", views.snapshot_delete, name="snapshot-delete"),
+    path("vms/<str:name>/history", views.vm_history, name="vm-history"),
 ]

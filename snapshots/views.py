@@ -16,18 +16,19 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import reswap, retarget
 
+from access import policy
+from core import hypervisor
+from core.errors import AppError, in_place
 from operations import runner
 from operations.audit import Actor
 from operations.models import Operation
-from operations.views import describe
-from snapshots import services
+from snapshots import history, services
 from snapshots.forms import SnapshotCreateForm, SnapshotEditForm
 from snapshots.models import SnapshotRecord
-from vms import access, hypervisor
-from vms.errors import AppError
+from snapshots.tree import Tree, default_name, get_snapshot, load_tree
 
 # How many levels get their own indentation (desktop, phone: the same numbers are in
 # virtsnap.css as --cap); items at the cap and deeper say "level N" instead, so a
@@ -64,7 +65,7 @@ class Row:
         return "phone" if self.level > INDENT_LEVELS_PHONE else ""
 
 
-def tree_rows(tree: services.Tree) -> list[Row]:
+def tree_rows(tree: Tree) -> list[Row]:
     """The tree depth first, oldest sibling first, as a flat list.
 
     Flat on purpose: a chain hundreds deep must hit neither Python's recursion
@@ -111,10 +112,10 @@ def busy_reason(active: Operation | None) -> str:
     if active is None:
         return ""
     state = "waiting for a worker" if active.status == Operation.Status.QUEUED else "running"
-    return f"{runner.describe(active).capitalize()} is {state}: wait for it to end."
+    return f"{active.summary.capitalize()} is {state}: wait for it to end."
 
 
-def _placement(op: Operation | None, tree: services.Tree) -> tuple[str, int | None]:
+def _placement(op: Operation | None, tree: Tree) -> tuple[str, int | None]:
     """Where an operation's progress shows: where it was started."""
     if op is None:
         return "", None
@@ -133,13 +134,13 @@ def _placement(op: Operation | None, tree: services.Tree) -> tuple[str, int | No
 
 def page_context(request: HttpRequest, vm: hypervisor.VMInfo, *, task: int | None = None, create_form=None) -> dict:
     """Everything the VM page shows, in a fixed number of queries and libvirt calls."""
-    tree = services.load_tree(vm)
-    perms = access.access_for(request.user).perms(vm.uuid)
-    active = describe(runner.active_operation(vm.uuid))
+    tree = load_tree(vm)
+    perms = policy.access_for(request.user).perms(vm.uuid)
+    active = runner.active_operation(vm.uuid)
     shown = active
     if shown is None and task:
         # A task that just ended: its outcome stays where it was started.
-        shown = describe(Operation.objects.filter(pk=task, vm_uuid=vm.uuid).first())
+        shown = Operation.objects.filter(pk=task, vm_uuid=vm.uuid).first()
     place, place_pk = _placement(shown, tree)
     if place == "create" and "snapshot_create" not in perms:
         place = "general"  # no form on this user's page: show it at the top
@@ -154,9 +155,9 @@ def page_context(request: HttpRequest, vm: hypervisor.VMInfo, *, task: int | Non
         "place": place,
         "place_pk": place_pk,
         "busy_reason": busy_reason(active),
-        "blockers": hypervisor.snapshot_blockers(vm),
+        "blockers": services.snapshot_blockers(vm),
         "form": create_form or SnapshotCreateForm(),
-        "default_name": services.default_name(tree),
+        "default_name": default_name(tree.taken),
     }
 
 
@@ -172,7 +173,7 @@ def _task_param(request: HttpRequest) -> int | None:
 
 
 def vm_page(request: HttpRequest, name: str) -> HttpResponse:
-    vm = access.get_vm(request.user, name)
+    vm = policy.get_vm(request.user, name)
     return render_page(request, page_context(request, vm, task=_task_param(request)))
 
 
@@ -187,7 +188,7 @@ def _started(request: HttpRequest, vm_name: str, op: Operation, what: str) -> Ht
     """An operation was queued: show the page with its progress where it was started."""
     messages.success(request, f"{what}: task #{op.pk} started.")
     if request.htmx:
-        vm = access.get_vm(request.user, vm_name)
+        vm = policy.get_vm(request.user, vm_name)
         # Focus moves to the progress, where a screen reader follows the task.
         return render_page(request, {**page_context(request, vm, task=op.pk), "focus_task": True})
     return redirect(_vm_url(vm_name, task=op.pk))
@@ -206,10 +207,8 @@ def snapshot_create(request: HttpRequest, vm: str) -> HttpResponse:
     try:
         op = services.request_create(Actor.from_request(request), vm, data.get("name") or None, data.get("description", ""))
     except AppError as exc:
-        if exc.status in (403, 404):
-            raise
-        form.show_error(exc)
-        return render_page(request, page_context(request, access.get_vm(request.user, vm), create_form=form), exc.status)
+        form.show_error(in_place(exc))
+        return render_page(request, page_context(request, policy.get_vm(request.user, vm), create_form=form), exc.status)
     return _started(request, vm, op, f"Taking snapshot {op.snapshot}")
 
 
@@ -217,18 +216,18 @@ def snapshot_create(request: HttpRequest, vm: str) -> HttpResponse:
 # One snapshot: its tree item, edit in place
 
 
-def _row_context(request: HttpRequest, tree: services.Tree, record: SnapshotRecord, **extra) -> dict:
+def _row_context(request: HttpRequest, tree: Tree, record: SnapshotRecord, **extra) -> dict:
     rows = tree_rows(tree)
     row = next(r for r in rows if r.record.pk == record.pk)
-    active = describe(runner.active_operation(tree.vm.uuid))
+    active = runner.active_operation(tree.vm.uuid)
     return {
         "vm": tree.vm,
         "tree": tree,
         "row": row,
-        **_perm_flags(access.access_for(request.user).perms(tree.vm.uuid)),
+        **_perm_flags(policy.access_for(request.user).perms(tree.vm.uuid)),
         "active": active,
         "busy_reason": busy_reason(active),
-        "blockers": hypervisor.snapshot_blockers(tree.vm),
+        "blockers": services.snapshot_blockers(tree.vm),
         **extra,
     }
 
@@ -236,7 +235,7 @@ def _row_context(request: HttpRequest, tree: services.Tree, record: SnapshotReco
 @login_required
 def snapshot_row(request: HttpRequest, vm: str, snapshot: str) -> HttpResponse:
     """One tree item (htmx: cancel an edit); without JS, the snapshot on the VM page."""
-    tree, record = services.get_snapshot(request.user, vm, snapshot)
+    tree, record = get_snapshot(request.user, vm, snapshot)
     if not request.htmx:
         return redirect(_vm_url(vm, anchor=f"snap-{record.pk}"))
     return render(request, "snapshots/_row_response.html", _row_context(request, tree, record, focus_edit=True))
@@ -255,19 +254,16 @@ def snapshot_edit(request: HttpRequest, vm: str, snapshot: str) -> HttpResponse:
                 Actor.from_request(request), vm, snapshot, name=data.get("name", ""), description=data.get("description", "")
             )
         except AppError as exc:
-            if exc.status in (403, 404):
-                raise
-            form.show_error(exc)
+            form.show_error(in_place(exc))
             status = exc.status
         else:
             messages.success(request, f"Snapshot {snapshot} saved" + (f" as {record.name}." if record.name != snapshot else "."))
             if request.htmx:
                 return render(request, "snapshots/_row_response.html", _row_context(request, tree, record, focus_edit=True))
             return redirect(_vm_url(vm, anchor=f"snap-{record.pk}"))
-        tree, record = services.get_snapshot(request.user, vm, snapshot)
+        tree, record = get_snapshot(request.user, vm, snapshot)
     else:
-        tree, record = services.get_snapshot(request.user, vm, snapshot)
-        access.check(request.user, "snapshot_edit", tree.vm)
+        tree, record = get_snapshot(request.user, vm, snapshot, "snapshot_edit")
         form = SnapshotEditForm(initial={"name": record.name, "description": record.description})
         status = 200
     context = _row_context(request, tree, record, form=form, editing=True)
@@ -304,13 +300,10 @@ def snapshot_revert(request: HttpRequest, vm: str, snapshot: str) -> HttpRespons
         try:
             op = services.request_revert(Actor.from_request(request), vm, snapshot)
         except AppError as exc:
-            if exc.status in (403, 404):
-                raise
-            error, status = exc.message, exc.status
+            error, status = in_place(exc).message, exc.status
         else:
             return _started(request, vm, op, f"Reverting {vm} to snapshot {op.snapshot}")
-    tree, record = services.get_snapshot(request.user, vm, snapshot)
-    access.check(request.user, "snapshot_revert", tree.vm)
+    tree, record = get_snapshot(request.user, vm, snapshot, "snapshot_revert")
     context = {"vm": tree.vm, "record": record, "tree": tree, "error": error, "is_current": tree.current == record}
     return _confirm(request, "revert", context, status)
 
@@ -324,16 +317,13 @@ def snapshot_delete(request: HttpRequest, vm: str, snapshot: str) -> HttpRespons
         try:
             op = services.request_delete(Actor.from_request(request), vm, snapshot, mode)
         except AppError as exc:
-            if exc.status in (403, 404):
-                raise
-            error, status = exc.message, exc.status
+            error, status = in_place(exc).message, exc.status
         else:
             what = f"Deleting snapshot {op.snapshot}"
             if mode == "all" and len(op.params["targets"]) > 1:
                 what += f" and its {len(op.params['targets']) - 1} descendants"
             return _started(request, vm, op, what)
-    tree, record = services.get_snapshot(request.user, vm, snapshot)
-    access.check(request.user, "snapshot_delete", tree.vm)
+    tree, record = get_snapshot(request.user, vm, snapshot, "snapshot_delete")
     below = subtree(tree_rows(tree), record)
     parent = tree.by_id.get(record.parent_id)
     context = {
@@ -347,3 +337,13 @@ def snapshot_delete(request: HttpRequest, vm: str, snapshot: str) -> HttpRespons
         "error": error,
     }
     return _confirm(request, "delete", context, status)
+
+
+# ---------------------------------------------------------------------------
+# History
+
+
+@login_required
+@require_GET
+def vm_history(request: HttpRequest, name: str) -> HttpResponse:
+    return render(request, "vms/history.html", {"history": history.vm_history(request.user, name)})

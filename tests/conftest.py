@@ -21,8 +21,9 @@ from django.db import connection
 from django_q.conf import Conf
 from rest_framework.test import APIClient
 
-from vms import hypervisor, tiny
-from vms.models import Grant, Role
+from access.models import Grant, Role
+from core import hypervisor, tiny
+from core.tiny import remove_vm
 
 IMAGE_ROOT = Path(os.environ.get("VIRTSNAP_TEST_IMAGES", "/var/lib/libvirt/images/virtsnap-tests"))
 PASSWORD = "correct-horse-battery-9"
@@ -41,29 +42,6 @@ def restart_libvirtd(signal: str = "TERM") -> None:
             return
         time.sleep(0.2)
     raise AssertionError("libvirtd did not come back")
-
-
-def remove_vm(ref: str) -> None:
-    """Stop, delete every snapshot (leaves first) and undefine a test VM."""
-    try:
-        vm = hypervisor.get_vm(ref)
-    except hypervisor.NotFound:
-        return
-    if vm.is_active:
-        try:
-            hypervisor.power(vm.uuid, "poweroff")
-        except hypervisor.HypervisorError:
-            pass
-    for _ in range(200):
-        names, _ = hypervisor.snapshot_names(vm.uuid)
-        if not names:
-            break
-        infos = hypervisor.get_snapshots(vm.uuid, names)
-        parents = {i.parent for i in infos}
-        for info in infos:
-            if info.name not in parents:
-                hypervisor.delete_snapshot(vm.uuid, info.name)
-    hypervisor.undefine_vm(vm.uuid)
 
 
 @pytest.fixture

@@ -28,11 +28,11 @@ from schemathesis.checks import (
 )
 from schemathesis.generation.modes import GenerationMode
 
+from core import hypervisor
 from operations import audit
 from operations.models import AuditEvent, Operation
 from snapshots.models import SnapshotRecord
 from tests.conftest import PASSWORD, api_for, wait_task
-from vms import hypervisor
 
 pytestmark = pytest.mark.django_db
 
@@ -299,7 +299,7 @@ def test_wrong_credentials_say_what_was_wrong(make_user):
 
 def test_a_value_the_database_refuses_is_400_not_500(api, monkeypatch):
     # PostgreSQL refuses NUL characters in text: what the checks before it let through.
-    from vms import services
+    from vms import inventory as services
 
     def refuse(*args, **kwargs):
         raise DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
@@ -326,7 +326,7 @@ def test_a_database_refusal_while_authenticating_is_401(make_user, monkeypatch):
 
 def test_a_crash_under_api_is_json_500_with_the_request_id(admin_user, monkeypatch):
     # Was: Django's HTML "Server Error (500)" page.
-    from vms import services
+    from vms import inventory as services
 
     monkeypatch.setattr(services, "inventory", lambda user: 1 / 0)
     client = Client(raise_request_exception=False)

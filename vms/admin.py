@@ -8,12 +8,13 @@ from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group as AuthGroup
 from django.core.exceptions import PermissionDenied
 
+from access.models import Grant, Role
+from core import hypervisor
+from core.errors import AppError
 from operations import audit
 from operations.audit import Actor
 from operations.models import AuditEvent
-from vms import grants, hypervisor
-from vms.errors import AppError
-from vms.models import Grant, Role
+from vms import grants
 
 
 class RoleForm(forms.ModelForm):

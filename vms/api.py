@@ -1,14 +1,17 @@
+"""The VM API: ``/api/vms``, ``/api/vms/<vm>`` (GET, DELETE), its power actions and clone."""
+
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.errors import error_responses
+from core.api.errors import error_responses
+from core.api.inputs import NameField, QueryFlag, StrictSerializer, parse_body, parse_query
+from core.errors import Invalid
+from core.names import VM_NAME
+from operations.api import TASK, task_response
 from operations.audit import Actor
-from operations.serializers import NameField, QueryFlag, StrictSerializer, parse_body, parse_query
-from snapshots.api import TASK, task_response
-from vms import lifecycle, services
-from vms.errors import Invalid
+from vms import clone, inventory, power, removal
 
 
 @extend_schema_serializer(component_name="Disk")
@@ -42,7 +45,7 @@ class VMSchema(serializers.Serializer):
 class VMList(APIView):
     @extend_schema(responses={200: VMSchema(many=True), **error_responses(503)}, description="The VMs you may see.")
     def get(self, request):
-        return Response([services.vm_dict(vm, current) for vm, current in services.inventory(request.user)])
+        return Response([inventory.vm_dict(vm, current) for vm, current in inventory.inventory(request.user)])
 
 
 # ---------------------------------------------------------------------------
@@ -57,19 +60,8 @@ class ShutdownInput(StrictSerializer):
     )
 
 
-# lifecycle.validate_vm_name's rule, for the schema: VM_NAME_RE, not only digits, and not
-# what uuid.UUID() takes (32 hex digits, hyphens anywhere, int()'s single underscores).
-VM_NAME_PATTERN = r"(?![0-9]+$)(?!(?!.*_-*_)(?!.*_-*$)(?:[0-9A-Fa-f_]-*){32}$)" + lifecycle.VM_NAME_RE.pattern.strip("^$")
-
-
 class CloneInput(StrictSerializer):
-    name = NameField(
-        pattern=VM_NAME_PATTERN,
-        required=False,
-        allow_blank=True,
-        max_length=100,
-        help_text=f"{lifecycle.VM_NAME_RULE} (and not a UUID); default <vm>-clone",
-    )
+    name = NameField(rule=VM_NAME, required=False, allow_blank=True, help_text=f"{VM_NAME.text}; default <vm>-clone")
 
 
 STORAGE = "true: also remove disk files no other VM uses"
@@ -94,7 +86,7 @@ class VMPower(APIView):
 
     def post(self, request, vm: str):
         body = parse_body(ShutdownInput if self.power_action == "shutdown" else StrictSerializer, request)
-        op = lifecycle.request_power(Actor.from_request(request), vm, self.power_action, timeout=body.get("timeout"))
+        op = power.request_power(Actor.from_request(request), vm, self.power_action, timeout=body.get("timeout"))
         return task_response(op)
 
 
@@ -106,24 +98,13 @@ def power_view(action: str):
             operation_id=f"vm_{action}",
             request=ShutdownInput if action == "shutdown" else None,
             responses={202: TASK, **error_responses(403, 404, 409, 503, body=True)},
-            description=POWER_HELP[action],
+            description=power.POWER_ACTIONS[action].help,
         )
         def post(self, request, vm: str):
             return super().post(request, vm)
 
     View.__name__ = View.__qualname__ = f"VM{action.capitalize()}"
     return View.as_view()
-
-
-POWER_HELP = {
-    "start": "Start a shut-off VM. 409 if it is not shut off.",
-    "shutdown": "Ask the guest OS to shut down (ACPI) and wait up to `timeout` seconds; the task fails with the reason "
-    "if it does not (force it off then). 409 if the VM is not running.",
-    "poweroff": "Force the VM off at once (like pulling the plug). 409 if it is shut off.",
-    "reboot": "Ask the guest OS to reboot (ACPI). 409 if the VM is not running.",
-    "suspend": "Pause the VM (its vCPUs stop; memory is kept). 409 if it is not running.",
-    "resume": "Resume a paused VM. 409 if it is not paused.",
-}
 
 
 class VMClone(APIView):
@@ -136,7 +117,7 @@ class VMClone(APIView):
     )
     def post(self, request, vm: str):
         body = parse_body(CloneInput, request)
-        return task_response(lifecycle.request_clone(Actor.from_request(request), vm, body.get("name") or None))
+        return task_response(clone.request_clone(Actor.from_request(request), vm, body.get("name") or None))
 
 
 class VMDetail(APIView):
@@ -144,8 +125,8 @@ class VMDetail(APIView):
 
     @extend_schema(responses={200: VMSchema, **error_responses(404, 503)})
     def get(self, request, vm: str):
-        info, current = services.vm_detail(request.user, vm)
-        return Response(services.vm_dict(info, current))
+        info, current = inventory.vm_detail(request.user, vm)
+        return Response(inventory.vm_dict(info, current))
 
     @extend_schema(
         request=DeleteInput,
@@ -160,4 +141,4 @@ class VMDetail(APIView):
         if "storage" in query and "storage" in body and body["storage"] != query["storage"]:
             raise Invalid("storage in the query and in the body differ: send one.")
         storage = body.get("storage", query.get("storage", False))
-        return task_response(lifecycle.request_delete(Actor.from_request(request), vm, storage=storage))
+        return task_response(removal.request_delete(Actor.from_request(request), vm, storage=storage))

@@ -10,10 +10,12 @@ from django.contrib.auth.models import Group
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from access import policy
+from access.models import Grant, Role
+from core import hypervisor
+from core.errors import AppError
 from operations.audit import Actor
-from vms import access, grants, hypervisor
-from vms.errors import AppError
-from vms.models import Grant, Role
+from vms import grants
 
 
 class GrantForm(forms.Form):
@@ -48,7 +50,7 @@ def _require_admin(request, action: str | None = None) -> Actor:
     if action:
         grants.check_admin(actor, action)  # audits a refused change
     else:
-        access.require_admin(request.user)
+        policy.require_admin(request.user)
     return actor
 
 

@@ -18,12 +18,13 @@ from django.core.validators import validate_slug
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
+from access import policy
+from access.models import AUDIT, PERMISSION_NAMES, PERMISSIONS, Grant, Role
+from core import hypervisor
+from core.errors import Invalid, NotFound
 from operations import audit
-from operations.audit import Actor
+from operations.audit import Actor, attempt
 from operations.models import AuditEvent
-from vms import access, hypervisor
-from vms.errors import Forbidden, Invalid, NotFound
-from vms.models import AUDIT, PERMISSION_NAMES, PERMISSIONS, Grant, Role
 
 # Every permission a role may hold, in the order forms list them.
 ROLE_PERMISSIONS = (*PERMISSIONS, (AUDIT, "Global: read every VM, task and audit entry (granted on all VMs only)"))
@@ -51,11 +52,8 @@ def command_actor() -> CommandActor:
 
 def check_admin(actor: Actor, action: str) -> None:
     """Only admins change grants and roles; a refused attempt is audited too."""
-    try:
-        access.require_admin(actor.user)
-    except Forbidden as exc:
-        audit.record(action, actor=actor, outcome=AuditEvent.Outcome.DENIED, stage=AuditEvent.Stage.EVENT, message=exc.message)
-        raise
+    with attempt(action, actor):
+        policy.require_admin(actor.user)
 
 
 # ---------------------------------------------------------------------------
@@ -147,7 +145,7 @@ def grant_role(role: Role | str, *, user=None, group=None, vm: str | None = None
         # The same grant made at the same moment elsewhere: it exists, nothing to add.
         return Grant.objects.get(role=role, vm_uuid=vm_uuid, **grantee), False
     if user is not None:
-        access.forget(user)
+        policy.forget(user)
     return grant, True
 
 
@@ -206,7 +204,7 @@ def remove_grant(grant: Grant, *, actor: Actor) -> None:
             message=message,
         )
     if grant.user_id:
-        access.forget(grant.user)
+        policy.forget(grant.user)
 
 
 def revoke_role(role: Role | str, *, user=None, group=None, vm: str | None = None, actor: Actor) -> Grant:

@@ -1,3 +1,6 @@
+"""The VM pages: the inventory, the VM page (drawn by snapshots.views), and the power,
+delete and clone actions with their confirmations."""
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -7,21 +10,22 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 from django_htmx.http import HttpResponseClientRedirect
 
+from access import policy
+from core import hypervisor
+from core.errors import AppError, NotFound, in_place
+from core.names import VM_NAME
 from operations.audit import Actor
 from operations.models import Operation
-from operations.views import describe
 from snapshots import views as snapshot_views
-from vms import access, hypervisor, lifecycle, services
-from vms.errors import AppError, NotFound
+from vms import clone, inventory, power, removal
 
 
 @login_required
 def vm_list(request):
-    inventory = services.inventory(request.user)
-    perms = access.access_for(request.user)
-    uuids = [vm.uuid for vm, _ in inventory]
-    busy = {op.vm_uuid: op for op in Operation.objects.filter(vm_uuid__in=uuids, status__in=Operation.ACTIVE)}
-    rows = [(vm, current, perms.perms(vm.uuid), describe(busy.get(vm.uuid))) for vm, current in inventory]
+    vms = inventory.inventory(request.user)
+    perms = policy.access_for(request.user)
+    busy = {op.vm_uuid: op for op in Operation.objects.active().filter(vm_uuid__in=[vm.uuid for vm, _ in vms])}
+    rows = [(vm, current, perms.perms(vm.uuid), busy.get(vm.uuid)) for vm, current in vms]
     return render(request, "vms/list.html", {"rows": rows})
 
 
@@ -38,15 +42,6 @@ def vm_detail(request, name: str):
 # URL is its confirmation page. With htmx, the header's buttons swap the whole VM
 # page, and confirmations open in the page's dialog. A refusal (409, 400) shows where
 # the request came from: in the confirmation, or as a message on the page.
-
-POWER_LABELS = {
-    "start": "Start",
-    "shutdown": "Shut down",
-    "poweroff": "Force off",
-    "reboot": "Reboot",
-    "suspend": "Pause",
-    "resume": "Resume",
-}
 
 
 def _came_from(request: HttpRequest) -> str:
@@ -68,7 +63,7 @@ def _next_url(request: HttpRequest, vm_name: str, task: int | None = None) -> st
 def _back_to_page(request: HttpRequest, vm_name: str, op: Operation | None = None, status: int = 200) -> HttpResponse:
     """The VM page again (only its live part for htmx), where the flash message shows."""
     if request.htmx and not request.POST.get("next"):
-        vm = access.get_vm(request.user, vm_name)
+        vm = policy.get_vm(request.user, vm_name)
         context = snapshot_views.page_context(request, vm, task=op.pk if op else None)
         return snapshot_views.render_page(request, context, status)
     return redirect(_next_url(request, vm_name, op.pk if op else None))
@@ -80,28 +75,21 @@ def _confirmation(request: HttpRequest, name: str, context: dict, status: int = 
     )
 
 
-def _refusal(exc: AppError) -> AppError:
-    """403 and 404 are the error page's business; the rest is shown where the user is."""
-    if exc.status in (403, 404):
-        raise exc
-    return exc
-
-
 @login_required
 @require_http_methods(["GET", "POST"])
 def vm_power(request: HttpRequest, name: str, action: str) -> HttpResponse:
-    if action not in lifecycle.POWER_ACTIONS:
-        raise NotFound(f"There is no power action {action!r}: use {', '.join(lifecycle.POWER_ACTIONS)}.")
-    label = POWER_LABELS[action]
+    if action not in power.POWER_ACTIONS:
+        raise NotFound(f"There is no power action {action!r}: use {', '.join(power.POWER_ACTIONS)}.")
+    label = power.POWER_ACTIONS[action].button
     error, status = "", 200
     if request.method == "POST":
         timeout = request.POST.get("timeout", "").strip()
         try:
-            op = lifecycle.request_power(
+            op = power.request_power(
                 Actor.from_request(request), name, action, timeout=int(timeout) if timeout.isdigit() else (timeout or None)
             )
         except AppError as exc:
-            _refusal(exc)
+            in_place(exc)
             if not request.POST.get("confirmed"):
                 messages.error(request, exc.message)
                 return _back_to_page(request, name, status=exc.status)
@@ -109,15 +97,15 @@ def vm_power(request: HttpRequest, name: str, action: str) -> HttpResponse:
         else:
             messages.success(request, f"{label} {name}: task #{op.pk} started.")
             return _back_to_page(request, name, op)
-    vm = access.get_vm(request.user, name, "power")
+    vm = policy.get_vm(request.user, name, "power", snapshots=False)
     context = {
         "vm": vm,
         "action": action,
         "label": label,
-        "refusal": lifecycle.power_refusal(action, vm),
+        "refusal": power.power_refusal(action, vm),
         "error": error,
         "next": _came_from(request),
-        "timeout": lifecycle.shutdown_timeout(),
+        "timeout": power.shutdown_timeout(),
     }
     return _confirmation(request, "power", context, status)
 
@@ -129,20 +117,20 @@ def vm_delete(request: HttpRequest, name: str) -> HttpResponse:
     storage = request.POST.get("storage") in ("on", "true", "1")
     if request.method == "POST":
         if request.POST.get("confirm", "").strip() != name:
-            access.get_vm(request.user, name, "delete")  # 404 / 403 first
+            policy.get_vm(request.user, name, "delete", snapshots=False)  # 404 / 403 first
             error, status = f"Type the VM's name, {name}, to confirm.", 400
         else:
             try:
-                op = lifecycle.request_delete(Actor.from_request(request), name, storage=storage)
+                op = removal.request_delete(Actor.from_request(request), name, storage=storage)
             except AppError as exc:
-                error, status = _refusal(exc).message, exc.status
+                error, status = in_place(exc).message, exc.status
             else:
                 messages.success(request, f"Deleting {name}: task #{op.pk} started.")
                 # The VM page goes with the VM: follow the task instead.
                 if request.htmx:
                     return HttpResponseClientRedirect(reverse("task-detail", args=[op.pk]))
                 return redirect("task-detail", op.pk)
-    vm = access.get_vm(request.user, name, "delete")
+    vm = policy.get_vm(request.user, name, "delete")
     context = {"vm": vm, "error": error, "storage": storage, "disks": [d for d in vm.disks if d.needs_qcow2]}
     return _confirmation(request, "delete", context, status)
 
@@ -154,15 +142,15 @@ def vm_clone(request: HttpRequest, name: str) -> HttpResponse:
     wanted = request.POST.get("name", "").strip()
     if request.method == "POST":
         try:
-            op = lifecycle.request_clone(Actor.from_request(request), name, wanted or None)
+            op = clone.request_clone(Actor.from_request(request), name, wanted or None)
         except AppError as exc:
-            error, status = _refusal(exc).message, exc.status
+            error, status = in_place(exc).message, exc.status
         else:
             messages.success(request, f"Cloning {name} to {op.params['name']}: task #{op.pk} started.")
             return _back_to_page(request, name, op)
-    vm = access.get_vm(request.user, name, "clone")
+    vm = policy.get_vm(request.user, name, "clone", snapshots=False)
     try:
-        suggestion = lifecycle.default_clone_name(vm, hypervisor.domain_xml(vm.uuid))
+        suggestion = clone.default_clone_name(vm, hypervisor.domain_xml(vm.uuid))
     except AppError:
         suggestion = f"{vm.name}-clone"
     context = {
@@ -170,7 +158,7 @@ def vm_clone(request: HttpRequest, name: str) -> HttpResponse:
         "error": error,
         "wanted": wanted,
         "suggestion": suggestion,
-        "name_rule": lifecycle.VM_NAME_RULE,
+        "name_rule": VM_NAME.text,
         "refusal": "" if vm.state == "shutoff" else f"{vm.name} is {vm.state}: shut it down to clone it.",
     }
     return _confirmation(request, "clone", context, status)

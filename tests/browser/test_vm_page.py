@@ -8,10 +8,10 @@ import pytest
 from django.conf import settings
 from playwright.sync_api import expect
 
+from core import hypervisor
 from operations.audit import Actor
 from snapshots import services
 from tests.browser.conftest import DESKTOP, PHONE, log_in, wait_operations
-from vms import hypervisor
 
 pytestmark = [
     pytest.mark.browser,

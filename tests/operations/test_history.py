@@ -6,8 +6,8 @@ import subprocess
 import pytest
 from django.test import Client
 
+from core import hypervisor
 from tests.conftest import api_for, remove_vm, wait_task
-from vms import hypervisor
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sync_tasks")]
 

@@ -4,9 +4,9 @@ import subprocess
 
 import pytest
 
+from core import hypervisor
 from operations.models import AuditEvent, Operation
 from tests.conftest import wait_task
-from vms import hypervisor
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sync_tasks")]
 
@@ -285,3 +285,38 @@ def test_uefi_vm_is_400_with_the_reason(api, make_vm, image_dir):
     data = create(api, uefi, expect=400, name="nope")
     assert "UEFI" in data["reason"]
     assert hypervisor.get_vm(uefi.uuid).snapshot_count == 0
+
+
+def test_taking_a_snapshot_costs_six_libvirt_calls_end_to_end(api, running_vm):
+    """Request and worker together: look the VM up, read its state and definition (the
+    request); look it up, take the snapshot, read it back (the worker)."""
+    create(api, running_vm, name="first")  # the parent is known: the common case
+    with hypervisor.count_calls() as calls:
+        create(api, running_vm, name="counted")
+    assert sum(calls.values()) <= 6, dict(calls)
+    assert calls["virDomain.snapshotCreateXML"] == 1
+    data = snap(api, running_vm, "counted").json()
+    assert data["parent"] == "first" and data["current"] is True and data["state"] == "running"
+
+
+def test_a_name_made_outside_the_app_since_the_last_look_is_refused_cleanly(api, vm):
+    create(api, vm, name="seen")
+    subprocess.run(["virsh", "-c", "qemu:///system", "snapshot-create-as", vm.name, "taken"], check=True, capture_output=True)
+    response = api.post(f"/api/vms/{vm.name}/snapshots", {"name": "taken"}, format="json")
+    if response.status_code == 202:
+        done = wait_task(api, response.json()["id"])
+        assert done["status"] == "failed" and "made outside the app" in done["message"]
+    else:
+        assert response.status_code == 409
+    # Nothing was lost or doubled: the outside one is there once, under its own name.
+    names = [s["name"] for s in api.get(f"/api/vms/{vm.name}/snapshots?all=true").json()]
+    assert sorted(names) == ["seen", "taken"]
+
+
+def test_a_snapshot_whose_parent_was_made_outside_the_app_hangs_under_it(api, vm):
+    subprocess.run(["virsh", "-c", "qemu:///system", "snapshot-create-as", vm.name, "by-virsh"], check=True, capture_output=True)
+    create(api, vm, name="after")  # the app never looked at the tree in between
+    data = snap(api, vm, "after").json()
+    assert data["parent"] == "by-virsh"
+    assert AuditEvent.objects.filter(action="snapshot.found", snapshot="by-virsh").count() == 1
+    assert not AuditEvent.objects.filter(action="snapshot.found", snapshot="after").exists()

@@ -34,7 +34,7 @@ def test_two_concurrent_creates_one_wins(admin_user, vm):
 
 
 def test_rename_waits_for_running_operation(api, vm):
-    from vms import hypervisor
+    from core import hypervisor
 
     hypervisor.create_snapshot(vm.uuid, "base")
     queued = api.post(f"/api/vms/{vm.name}/snapshots/base/revert")

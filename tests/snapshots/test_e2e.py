@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from core import hypervisor
 from operations.models import Operation
 from tests.conftest import restart_libvirtd, wait_task
-from vms import hypervisor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

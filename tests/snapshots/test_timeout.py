@@ -2,8 +2,8 @@
 
 import pytest
 
+from core import hypervisor
 from tests.conftest import wait_task
-from vms import hypervisor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -8,10 +8,10 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from core import hypervisor
 from operations.models import AuditEvent, Operation
 from snapshots.models import SnapshotRecord
 from tests.conftest import PASSWORD
-from vms import hypervisor
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sync_tasks")]
 
@@ -116,6 +116,7 @@ def test_default_name_is_used_when_empty(admin, vm):
 )
 def test_invalid_name_is_shown_at_the_field_with_what_was_typed(admin, vm, name, status, error):
     hypervisor.create_snapshot(vm.uuid, "first")
+    page(admin, vm)  # the page the user types into shows (and records) it
     response = take(admin, vm, name, "my words", expect=status)
     html = response.content.decode()
     field = re.search(r'<input id="id_name"[^>]*>', html).group(0)

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from core import hypervisor, storage
+from core.tiny import remove_vm
 from operations import runner
 from operations.models import AuditEvent, Operation
 from snapshots.models import SnapshotRecord
-from tests.conftest import api_for, remove_vm, wait_task
-from vms import hypervisor, lifecycle
+from tests.conftest import api_for, wait_task
+from vms import clone as lifecycle
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sync_tasks")]
 
@@ -106,7 +108,7 @@ def fingerprint(api, vm) -> dict:
         "libvirt": (sorted(names), current),
         "sha256": sha256(disk(vm)),
         "xml": hypervisor.domain_xml(vm.uuid),
-        "tags": lifecycle.qcow2_snapshot_tags(disk(vm)),
+        "tags": storage.qcow2_snapshot_tags(disk(vm)),
     }
 
 
@@ -194,7 +196,7 @@ def test_default_names_count_up(api, vm, clones):
 
 def test_clone_of_a_clone_and_new_identity(api, make_vm, image_dir, clones):
     # A VM with a NIC (no network needed: type 'user'), an SMBIOS UUID and two disks.
-    from vms import tiny
+    from core import tiny
 
     name = f"vstest-{os.urandom(3).hex()}"
     disks = [(image_dir / f"{name}-a.qcow2", "qcow2"), (image_dir / f"{name}-b.qcow2", "qcow2")]
@@ -322,7 +324,7 @@ def test_disk_full_removes_the_partial_clone(api, vm, monkeypatch):
     hypervisor.create_snapshot(vm.uuid, "one")
     before = fingerprint(api, vm)
     calls = {"n": 0}
-    real = lifecycle._write_all
+    real = storage._write_all
 
     def failing(fd, data, offset):
         calls["n"] += 1
@@ -330,7 +332,7 @@ def test_disk_full_removes_the_partial_clone(api, vm, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         real(fd, data, offset)
 
-    monkeypatch.setattr(lifecycle, "_write_all", failing)
+    monkeypatch.setattr(storage, "_write_all", failing)
     task = done(api, api.post(f"/api/vms/{vm.name}/clone"), status="failed")
     assert "the disk is full" in task["message"] and "partial clone was removed" in task["message"]
     assert f"{vm.name} was not changed" in task["message"]
@@ -366,7 +368,7 @@ def test_failure_after_define_removes_the_definition_too(api, vm, monkeypatch):
 def test_snapshot_using_a_detached_disk_is_refused(api, vm, image_dir):
     # A snapshot whose saved definition has a second disk the VM no longer has.
     extra = image_dir / "extra.qcow2"
-    from vms import tiny
+    from core import tiny
 
     tiny.create_disk(extra)
     root = hypervisor.parse_xml(hypervisor.domain_xml(vm.uuid))
@@ -424,7 +426,7 @@ def test_settle_completes_a_finished_clone(api, vm, monkeypatch, clones):
 def test_clone_through_the_cluster_and_a_killed_worker(api, make_vm, image_dir, random_memory, clones, monkeypatch, qcluster):
     from django_q.conf import Conf
 
-    from vms import tiny
+    from core import tiny
 
     monkeypatch.setattr(Conf, "SYNC", False)  # the real cluster runs the tasks here
     # A disk holding 512 MiB of data: copying it takes a while.

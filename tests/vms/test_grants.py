@@ -5,11 +5,11 @@ from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from access.models import Grant, Role
+from access.policy import access_for
 from operations.models import AuditEvent
 from tests.conftest import api_for
 from vms import grants
-from vms.access import access_for
-from vms.models import Grant, Role
 
 pytestmark = pytest.mark.django_db
 
@@ -238,16 +238,16 @@ def test_grant_is_usable_right_away_through_the_api(client, admin_user, make_use
 def test_admin_grant_add_and_delete_are_audited(client, admin_user, make_user, vm):
     pat = make_user("pat")
     client.force_login(admin_user)
-    assert client.get("/admin/vms/grant/add/").status_code == 200
+    assert client.get("/admin/access/grant/add/").status_code == 200
     role = Role.objects.get(name="viewer")
-    response = client.post("/admin/vms/grant/add/", {"role": role.pk, "user": pat.pk, "group": "", "vm": vm.uuid})
+    response = client.post("/admin/access/grant/add/", {"role": role.pk, "user": pat.pk, "group": "", "vm": vm.uuid})
     assert response.status_code == 302, response.content.decode()[:2000]
     grant = Grant.objects.get(user=pat)
     assert grant.vm_uuid == vm.uuid and grant.vm_name == vm.name
     assert AuditEvent.objects.get(action="grant.add").username == "root-admin"
     # Grants are not edited, only added and removed.
-    assert client.post(f"/admin/vms/grant/{grant.pk}/change/", {"role": role.pk, "user": pat.pk}).status_code == 403
-    response = client.post(f"/admin/vms/grant/{grant.pk}/delete/", {"post": "yes"})
+    assert client.post(f"/admin/access/grant/{grant.pk}/change/", {"role": role.pk, "user": pat.pk}).status_code == 403
+    response = client.post(f"/admin/access/grant/{grant.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302
     assert not Grant.objects.exists()
     assert AuditEvent.objects.get(action="grant.remove").params["user"] == "pat"
@@ -255,18 +255,18 @@ def test_admin_grant_add_and_delete_are_audited(client, admin_user, make_user, v
 
 def test_admin_defines_a_role_from_the_permission_list(client, admin_user):
     client.force_login(admin_user)
-    page = client.get("/admin/vms/role/add/").content.decode()
+    page = client.get("/admin/access/role/add/").content.decode()
     assert "snapshot_revert" in page and "audit" in page
     response = client.post(
-        "/admin/vms/role/add/", {"name": "reverter", "description": "", "permissions": ["view", "snapshot_revert"]}
+        "/admin/access/role/add/", {"name": "reverter", "description": "", "permissions": ["view", "snapshot_revert"]}
     )
     assert response.status_code == 302
     assert Role.objects.get(name="reverter").permissions == ["view", "snapshot_revert"]
     assert AuditEvent.objects.get(action="role.add").username == "root-admin"
-    bad = client.post("/admin/vms/role/add/", {"name": "bad", "permissions": ["teleport"]})
+    bad = client.post("/admin/access/role/add/", {"name": "bad", "permissions": ["teleport"]})
     assert bad.status_code == 200 and not Role.objects.filter(name="bad").exists()
     builtin = Role.objects.get(name="owner")
-    assert client.post(f"/admin/vms/role/{builtin.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert client.post(f"/admin/access/role/{builtin.pk}/delete/", {"post": "yes"}).status_code == 403
     assert Role.objects.filter(name="owner").exists()
 
 
@@ -305,3 +305,10 @@ def test_admin_user_and_group_changes_are_audited(client, admin_user, make_user,
     assert AuditEvent.objects.get(action="user.password").params == {"user": "quinn"}
     assert client.post(f"/admin/auth/user/{quinn.pk}/delete/", {"post": "yes"}).status_code == 302
     assert AuditEvent.objects.get(action="user.remove").params == {"user": "quinn"}
+
+
+def test_old_admin_addresses_of_roles_and_grants_lead_to_the_new_ones(client, admin_user):
+    client.force_login(admin_user)
+    response = client.get("/admin/vms/role/add/")
+    assert response.status_code == 301 and response["Location"] == "/admin/access/role/add/"
+    assert client.get("/admin/vms/grant/", follow=True).status_code == 200

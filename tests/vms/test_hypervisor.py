@@ -2,8 +2,9 @@
 
 import pytest
 
+from core import hypervisor
+from snapshots.services import snapshot_blockers
 from tests.conftest import restart_libvirtd
-from vms import hypervisor
 
 
 def test_unknown_vm_raises_not_found():
@@ -25,7 +26,7 @@ def test_snapshot_names_are_sent_through_lxml(running_vm):
 
 def test_raw_disk_is_a_blocker(make_vm):
     vm = make_vm(disk_format="raw")
-    reasons = hypervisor.snapshot_blockers(vm)
+    reasons = snapshot_blockers(vm)
     assert len(reasons) == 1 and "vda" in reasons[0] and "raw" in reasons[0]
 
 

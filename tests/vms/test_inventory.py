@@ -5,8 +5,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
+from core import hypervisor
 from tests.conftest import PASSWORD, api_for
-from vms import hypervisor
 
 pytestmark = pytest.mark.django_db
 

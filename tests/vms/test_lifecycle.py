@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
+from core import hypervisor, tiny
+from core.tiny import remove_vm
 from operations import runner
 from operations.models import AuditEvent, Operation
 from snapshots.models import SnapshotRecord
-from tests.conftest import api_for, remove_vm, wait_task
-from vms import hypervisor, lifecycle, tiny
+from tests.conftest import api_for, wait_task
+from vms import power, removal
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sync_tasks")]
 
@@ -148,9 +150,9 @@ def test_settle_tells_what_happened(vm):
         worker="elsewhere:1:1",
     )
     hypervisor.power(vm.uuid, "start")
-    assert lifecycle._settle_power(op) == (True, "libvirt shows the VM running: the start VM took effect.")
+    assert power._settle_power(op) == (True, "libvirt shows the VM running: the start VM took effect.")
     hypervisor.power(vm.uuid, "poweroff")
-    assert lifecycle._settle_power(op)[0] is False
+    assert power._settle_power(op)[0] is False
 
 
 def test_power_needs_permission(vm, make_user):
@@ -284,9 +286,9 @@ def test_delete_deletes_leaves_first_one_at_a_time(api, vm, monkeypatch):
 
 def test_settle_delete(vm):
     op = Operation(kind="vm.delete", vm_name=vm.name, vm_uuid=vm.uuid, params={"storage": False, "files": []})
-    assert lifecycle._settle_delete(op)[0] is False
+    assert removal._settle_delete(op)[0] is False
     remove_vm(vm.uuid)
-    assert lifecycle._settle_delete(op)[0] is True
+    assert removal._settle_delete(op)[0] is True
 
 
 # ---------------------------------------------------------------------------

@@ -2,8 +2,8 @@ from django.db import migrations
 
 
 def create(apps, schema_editor):
-    # The same table the post_migrate handler keeps up to date (vms/signals.py).
-    from vms.signals import BUILTIN_ROLES
+    # The same table the post_migrate handler keeps up to date (access/roles.py).
+    from access.roles import BUILTIN_ROLES
 
     Role = apps.get_model("vms", "Role")
     for name, (description, permissions) in BUILTIN_ROLES.items():

@@ -1,7 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from snapshots.models import SnapshotRecord  # noqa: F401  (apps loaded)
-from vms import hypervisor, tiny
+from core import hypervisor, tiny
 
 DEMO = [("demo-web", True), ("demo-db", False), ("demo-build", False)]
 

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from core.errors import AppError
 from vms import grants
-from vms.errors import AppError
 
 
 class GrantCommand(BaseCommand):

@@ -8,12 +8,13 @@ visible VM without the needed permission is 403 with the reason.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from django.db.models import Q
 
-from vms import hypervisor
-from vms.errors import Forbidden, NotFound
-from vms.models import AUDIT, PERMISSION_NAMES, Grant
+from access.models import AUDIT, PERMISSION_NAMES, Grant
+from core import hypervisor
+from core.errors import AppError, Forbidden, NotFound
 
 PERMISSION_LABELS = {
     "view": "view this VM",
@@ -87,6 +88,13 @@ def forget(user) -> None:
         del user._virtsnap_access
 
 
+class VMRef(NamedTuple):
+    """A VM known by name and UUID only (a task's, a grant's), for ``check``."""
+
+    name: str
+    uuid: str
+
+
 def not_found(name: str) -> NotFound:
     return NotFound(f"There is no VM named {name!r} that you can see.")
 
@@ -100,14 +108,27 @@ def check(user, perm: str, vm: hypervisor.VMInfo) -> None:
         raise Forbidden(f"You may not {PERMISSION_LABELS.get(perm, perm)} ({vm.name}): ask an admin for a role with '{perm}'.")
 
 
-def get_vm(user, name: str, perm: str = "view") -> hypervisor.VMInfo:
-    """The VM named ``name`` if the user may ``perm`` it; the one lookup every view uses."""
+def get_vm(user, name: str, perm: str = "view", *, snapshots: bool = True) -> hypervisor.VMInfo:
+    """The VM named ``name`` if the user may ``perm`` it; the one lookup every view uses.
+
+    ``snapshots=False``: a leaner lookup, without the VM's snapshot count, current
+    snapshot and persistence (see ``hypervisor.get_vm``).
+    """
     try:
-        vm = hypervisor.get_vm(name)
+        vm = hypervisor.get_vm(name, snapshots=snapshots)
     except NotFound:
         raise not_found(name) from None
     check(user, perm, vm)
     return vm
+
+
+def recheck(user, vm, perm: str) -> None:
+    """A worker about to act for ``user``: is that still allowed? (Grants may have been
+    revoked, the account disabled, since the request.) ``vm`` needs ``name`` and ``uuid``."""
+    if user is None or not user.is_active:
+        raise AppError("The user who asked for this task no longer exists or is disabled.")
+    forget(user)
+    check(user, perm, vm)
 
 
 def require_audit(user) -> None:

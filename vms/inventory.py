@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from django.db.models import Q
 
+from access import policy
+from core import hypervisor
 from snapshots.models import SnapshotRecord
-from vms import access, hypervisor
 
 
 def current_snapshot_names(vms: list[hypervisor.VMInfo]) -> dict[str, str]:
@@ -41,11 +42,11 @@ def vm_dict(vm: hypervisor.VMInfo, current: str) -> dict:
 
 def inventory(user) -> list[tuple[hypervisor.VMInfo, str]]:
     """(VM, current snapshot's display name) for every VM the user may view."""
-    vms = access.visible_vms(user)
+    vms = policy.visible_vms(user)
     current = current_snapshot_names(vms)
     return [(vm, current.get(vm.uuid, "")) for vm in vms]
 
 
 def vm_detail(user, name: str) -> tuple[hypervisor.VMInfo, str]:
-    vm = access.get_vm(user, name)
+    vm = policy.get_vm(user, name)
     return vm, current_snapshot_names([vm]).get(vm.uuid, "")

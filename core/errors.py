@@ -48,3 +48,11 @@ class Unavailable(AppError):
 class ConnectionLost(Unavailable):
     """libvirtd went away in the middle of a call that changes something: it may or
     may not have happened, so look at what libvirt shows before saying which."""
+
+
+def in_place(exc: AppError) -> AppError:
+    """A refusal a page shows where the user asked (in the form, the dialog), returned;
+    403 and 404 are raised again for the error page (a hidden VM looks like none)."""
+    if exc.status in (403, 404):
+        raise exc
+    return exc

@@ -18,11 +18,13 @@ from datetime import datetime, timedelta
 
 from django.db.models import Q
 
+from access import policy
+from core import hypervisor
+from core.errors import NotFound
 from operations.models import AuditEvent
 from snapshots.models import SnapshotRecord
-from snapshots.services import OUTSIDE, load_tree
-from vms import access, hypervisor
-from vms.errors import NotFound
+from snapshots.records import OUTSIDE
+from snapshots.tree import load_tree
 
 RESULT = AuditEvent.Stage.RESULT
 EVENT = AuditEvent.Stage.EVENT
@@ -127,7 +129,7 @@ def locate(user, name: str) -> tuple[str, str, hypervisor.VMInfo | None]:
     first, among those the user may view.
     """
     try:
-        vm = access.get_vm(user, name)
+        vm = policy.get_vm(user, name)
         return vm.name, vm.uuid, vm
     except NotFound:
         if "\x00" in name or hypervisor.vm_exists(name):
@@ -139,7 +141,7 @@ def locate(user, name: str) -> tuple[str, str, hypervisor.VMInfo | None]:
         .order_by("-id")
         .values_list("vm_uuid", flat=True)
     )
-    you = access.access_for(user)
+    you = policy.access_for(user)
     for uuid in dict.fromkeys([*events[:50], *rows[:50]]):
         if not you.can_view(uuid):
             continue
@@ -148,7 +150,7 @@ def locate(user, name: str) -> tuple[str, str, hypervisor.VMInfo | None]:
         except NotFound:
             return name, uuid, None
         return vm.name, vm.uuid, vm
-    raise access.not_found(name)
+    raise policy.not_found(name)
 
 
 def vm_history(user, name: str) -> History:

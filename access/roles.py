@@ -1,5 +1,5 @@
-"""Built-in roles exist after every migrate and every flush (as content types do),
-so tests that empty the database between runs find them too."""
+"""The built-in roles, present after every migrate and every flush (as content types
+are), so tests that empty the database between runs find them too."""
 
 from django.db.models.signals import post_migrate
 from django.dispatch import receiver
@@ -17,9 +17,9 @@ BUILTIN_ROLES = {
 
 @receiver(post_migrate)
 def create_builtin_roles(sender, using="default", **kwargs):
-    if sender.name != "vms":
+    if sender.name != "access":
         return
-    from vms.models import Role
+    from access.models import Role
 
     for name, (description, permissions) in BUILTIN_ROLES.items():
         Role.objects.using(using).update_or_create(

@@ -1,10 +1,11 @@
-"""Turning errors into answers a person understands: JSON for the API, a page for HTML.
+"""API errors as answers a person understands, and the error views.
 
 Every API error is ``{"code": <status>, "reason": "<what went wrong and what to do>"}``:
-DRF's exceptions and the project's AppErrors through ``api_exception_handler``, and
+the project's AppErrors and DRF's exceptions through ``answer`` (called by the
+API's exception handler, operations.api_errors, which also audits refusals), and
 what goes wrong before or around a view (no such URL, a body over the size limit, a
 crash) through the ``handler400``/``handler404``/``handler500`` below, which answer
-JSON under /api/ and Django's usual pages elsewhere.
+JSON under /api/ and the app's own pages elsewhere.
 """
 
 from django.conf import settings
@@ -19,7 +20,7 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from vms.errors import AppError, Invalid
+from core.errors import AppError, Invalid
 
 SEND_JSON = "send a JSON object with 'Content-Type: application/json'"
 CREDENTIALS = "a session cookie, HTTP Basic credentials or 'Authorization: Token <key>'"
@@ -49,7 +50,7 @@ class PayloadTooLarge(exceptions.APIException):
     status_code = 413
 
 
-def _translate(exc, context):
+def translate(exc, context):
     """Exceptions that are bad input in disguise, as the APIException or AppError they mean."""
     request = context.get("request")
     if isinstance(exc, RequestDataTooBig):
@@ -72,16 +73,14 @@ def _translate(exc, context):
     return exc
 
 
-def api_exception_handler(exc, context):
-    exc = _translate(exc, context)
+def answer(exc, context) -> Response | None:
+    """The JSON answer for ``exc`` (already ``translate``d), or None for exceptions DRF leaves alone."""
     if isinstance(exc, AppError):
         return Response({"code": exc.status, "reason": exc.message}, status=exc.status)
     response = exception_handler(exc, context)
     if response is None:
         return None
-    reason = _explain(exc, context, response)
-    response.data = {"code": response.status_code, "reason": reason}
-    _audit_refused(context, response.status_code, reason)
+    response.data = {"code": response.status_code, "reason": _explain(exc, context, response)}
     return response
 
 
@@ -107,31 +106,6 @@ def _explain(exc, context, response) -> str:
     if isinstance(exc, exceptions.NotAcceptable):
         return f"{detail.rstrip('.')}: this API answers JSON only; accept application/json."
     return detail
-
-
-def _audit_refused(context, status_code: int, reason: str) -> None:
-    """Audit a mutating API request refused before it reached a service (bad input, no login).
-
-    Refusals raised inside services are audited there, with the VM they concern.
-    """
-    request, view = context.get("request"), context.get("view")
-    if request is None or request.method in ("GET", "HEAD", "OPTIONS"):
-        return
-    from operations import audit
-    from operations.audit import Actor
-    from operations.models import AuditEvent
-
-    action = getattr(view, "audit_actions", {}).get(request.method, f"api.{request.method.lower()}")
-    kwargs = getattr(context, "get", lambda *_: {})("kwargs") or {}
-    audit.record(
-        action,
-        actor=Actor.from_request(request),
-        vm_name=str(kwargs.get("vm", ""))[:200],
-        snapshot=str(kwargs.get("snapshot", ""))[:64],
-        outcome=AuditEvent.Outcome.DENIED if status_code in (401, 403) else AuditEvent.Outcome.FAILED,
-        message=reason,
-        params={"path": request.path},
-    )
 
 
 # ---------------------------------------------------------------------------

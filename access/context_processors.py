@@ -1,4 +1,6 @@
-from vms.access import access_for
+"""What every page needs to know of the user: whether to show the audit link."""
+
+from access.policy import access_for
 
 
 def navigation(request):

@@ -1,0 +1,1 @@
+"""The API's shared plumbing: error answers (``errors``) and input parsing (``inputs``)."""
