@@ -31,6 +31,7 @@ run: setup
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) manage.py makemigrations --check --dry-run
 
 test: venv hypervisor lint

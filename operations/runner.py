@@ -85,10 +85,7 @@ def submit(kind: str, vm, *, actor: Actor, snapshot: str = "", params: dict | No
             blocking = Operation.objects.active(vm.uuid).first()
             if blocking is None or (attempt == 1 and settle_if_orphaned(blocking)):
                 continue
-            state = "queued" if blocking.status == Operation.Status.QUEUED else "running"
-            raise Conflict(
-                f"Another operation is {state} on {vm.name}: {blocking.summary}. Wait for it to end, then try again."
-            ) from None
+            raise _busy(vm, blocking) from None
     raise Conflict(f"Another operation is running on {vm.name}. Try again.")
 
 
@@ -103,8 +100,10 @@ def active_operation(vm_uuid: str) -> Operation | None:
 def busy_conflict(vm) -> Conflict | None:
     """Why ``vm`` takes no change right now (an operation is on it), or None."""
     op = active_operation(vm.uuid)
-    if op is None:
-        return None
+    return None if op is None else _busy(vm, op)
+
+
+def _busy(vm, op: Operation) -> Conflict:
     state = "queued" if op.status == Operation.Status.QUEUED else "running"
     return Conflict(f"Another operation is {state} on {vm.name}: {op.summary}. Wait for it to end, then try again.")
 

@@ -157,7 +157,14 @@ def _settle_create(op: Operation) -> tuple[bool, str] | None:
 
 def _resume_if_left_paused(vm: hypervisor.VMInfo, op: Operation) -> str:
     """A save cut off by a libvirtd crash leaves the guest paused ("saving") with no job
-    behind it: give the running VM back, as it was before the request."""
+    behind it: give the running VM back, as it was before the request. libvirtd coming
+    back may also have stopped the guest (it does when QEMU answers the old daemon's
+    save on the new monitor connection): say so, as a guest's memory cannot be brought back."""
+    if op.params.get("vm_state") == "running" and vm.state == "shutoff":
+        return (
+            f" VM {vm.name} was running before and is shut off now: libvirtd stopped it when it came back "
+            "(its memory is lost; its disks are as they were). Start it again."
+        )
     if op.params.get("vm_state") != "running" or vm.state != "paused" or vm.state_reason_text != "saving":
         return ""
     try:

@@ -39,10 +39,11 @@ def test_an_upgrade_keeps_roles_grants_tasks_and_history():
     )
     migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
 
+    from django.contrib.auth.models import User as NewUser
+
     from access import policy
     from access.models import Grant as NewGrant
     from access.models import Role as NewRole
-    from django.contrib.auth.models import User as NewUser
     from operations.models import Operation
 
     assert NewRole.objects.get(name="reverter").permissions == ["view", "snapshot_revert"]

@@ -11,6 +11,7 @@ from playwright.sync_api import expect
 from core import hypervisor
 from operations.audit import Actor
 from snapshots import services
+from snapshots.tree import load_tree
 from tests.browser.conftest import DESKTOP, PHONE, log_in, wait_operations
 
 pytestmark = [
@@ -285,10 +286,16 @@ def test_an_operation_started_elsewhere_shows_up_live(page, live_server, admin_u
 
 
 def test_tree_keyboard_and_local_time(page, live_server, admin_user, vm):
-    for name in ("one", "two", "three"):
+    def take(name):
         hypervisor.create_snapshot(vm.uuid, name)
+        # The app sees each one as it comes: siblings taken in the same second (libvirt's
+        # resolution) keep that order, whatever order libvirt lists them in.
+        load_tree(hypervisor.get_vm(vm.uuid))
+
+    for name in ("one", "two", "three"):
+        take(name)
     hypervisor.revert_snapshot(vm.uuid, "one")
-    hypervisor.create_snapshot(vm.uuid, "side")
+    take("side")
     log_in(page, admin_user.username)
     open_vm(page, vm)
     # Tab reaches the tree at "you are here"; arrows move through the items.

@@ -84,14 +84,25 @@ def test_libvirtd_crash_mid_snapshot_is_reported(api, big_vm, qcluster):
     while "Saving" not in Operation.objects.get(pk=task_id).message:
         assert time.monotonic() < deadline, "the task never started"
         time.sleep(0.02)
+    # Crash while QEMU is saving, not while libvirt is still getting it to start (then
+    # libvirt 9.0 itself may lose the VM on reconnecting: not what this test is about).
+    while hypervisor.get_vm(big_vm.uuid, snapshots=False).state_reason_text != "saving":
+        assert time.monotonic() < deadline, "QEMU never started saving"
+        time.sleep(0.02)
     restart_libvirtd(signal="KILL")
     done = wait_task(api, task_id, timeout=120)
     # The worker survived; the task says the connection broke and what libvirt shows now.
     assert "connection to libvirtd broke while taking snapshot cut-off" in done["message"], done
     names, _ = hypervisor.snapshot_names(big_vm.uuid)
     assert (done["status"] == "finished") == ("cut-off" in names)
-    # The VM is running again, as before the request, and usable.
-    assert hypervisor.get_vm(big_vm.uuid).state == "running", done
+    # The VM is running again, as before the request, and usable. libvirtd 9.0 coming back
+    # mid-save sometimes stops the guest itself (QEMU answers the dead daemon's savevm on
+    # the new monitor connection, and libvirt gives up on it): then the task says so.
+    state = hypervisor.get_vm(big_vm.uuid).state
+    if state == "shutoff":
+        assert "was running before and is shut off now" in done["message"], done
+    else:
+        assert state == "running", done
     again = api.post(f"/api/vms/{big_vm.name}/snapshots", {"name": "after-crash"}, format="json")
     assert again.status_code == 202, again.json()
     assert wait_task(api, again.json()["id"], timeout=90)["status"] == "finished"
