@@ -197,7 +197,9 @@ Q_CLUSTER = {
     "max_attempts": 1,
     "ack_failures": True,
     "save_limit": 100,
-    "poll": 0.1,
+    # Seconds between looks at an empty ORM queue: the wait before a worker picks a task
+    # up is half of it on average (a look is one small query).
+    "poll": float(os.environ.get("Q_POLL", "0.02")),
     "catch_up": False,
     "label": "Background tasks",
 }

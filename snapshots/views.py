@@ -173,7 +173,7 @@ def _task_param(request: HttpRequest) -> int | None:
 
 
 def vm_page(request: HttpRequest, name: str) -> HttpResponse:
-    vm = policy.get_vm(request.user, name)
+    vm = policy.get_vm(request.user, name, snapshots=False)  # the tree reads the current snapshot
     return render_page(request, page_context(request, vm, task=_task_param(request)))
 
 
@@ -188,7 +188,7 @@ def _started(request: HttpRequest, vm_name: str, op: Operation, what: str) -> Ht
     """An operation was queued: show the page with its progress where it was started."""
     messages.success(request, f"{what}: task #{op.pk} started.")
     if request.htmx:
-        vm = policy.get_vm(request.user, vm_name)
+        vm = policy.get_vm(request.user, vm_name, snapshots=False)
         # Focus moves to the progress, where a screen reader follows the task.
         return render_page(request, {**page_context(request, vm, task=op.pk), "focus_task": True})
     return redirect(_vm_url(vm_name, task=op.pk))
@@ -208,7 +208,9 @@ def snapshot_create(request: HttpRequest, vm: str) -> HttpResponse:
         op = services.request_create(Actor.from_request(request), vm, data.get("name") or None, data.get("description", ""))
     except AppError as exc:
         form.show_error(in_place(exc))
-        return render_page(request, page_context(request, policy.get_vm(request.user, vm), create_form=form), exc.status)
+        return render_page(
+            request, page_context(request, policy.get_vm(request.user, vm, snapshots=False), create_form=form), exc.status
+        )
     return _started(request, vm, op, f"Taking snapshot {op.snapshot}")
 
 

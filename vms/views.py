@@ -63,7 +63,7 @@ def _next_url(request: HttpRequest, vm_name: str, task: int | None = None) -> st
 def _back_to_page(request: HttpRequest, vm_name: str, op: Operation | None = None, status: int = 200) -> HttpResponse:
     """The VM page again (only its live part for htmx), where the flash message shows."""
     if request.htmx and not request.POST.get("next"):
-        vm = policy.get_vm(request.user, vm_name)
+        vm = policy.get_vm(request.user, vm_name, snapshots=False)
         context = snapshot_views.page_context(request, vm, task=op.pk if op else None)
         return snapshot_views.render_page(request, context, status)
     return redirect(_next_url(request, vm_name, op.pk if op else None))
