@@ -99,11 +99,15 @@ def not_found(name: str) -> NotFound:
     return NotFound(f"There is no VM named {name!r} that you can see.")
 
 
-def check(user, perm: str, vm: hypervisor.VMInfo) -> None:
-    """Raise NotFound if the user may not view ``vm``, Forbidden if ``perm`` is missing."""
+def check(user, perm: str, vm: hypervisor.VMInfo, *, asked: str | None = None) -> None:
+    """Raise NotFound if the user may not view ``vm``, Forbidden if ``perm`` is missing.
+
+    The NotFound names only ``asked`` (what the user sent: a name or a UUID), never the
+    VM's real name: a VM you may not see answers exactly like one that does not exist.
+    """
     access = access_for(user)
     if not access.can_view(vm.uuid):
-        raise not_found(vm.name)
+        raise not_found(vm.name if asked is None else asked)
     if not access.can(perm, vm.uuid):
         raise Forbidden(f"You may not {PERMISSION_LABELS.get(perm, perm)} ({vm.name}): ask an admin for a role with '{perm}'.")
 
@@ -118,7 +122,7 @@ def get_vm(user, name: str, perm: str = "view", *, snapshots: bool = True) -> hy
         vm = hypervisor.get_vm(name, snapshots=snapshots)
     except NotFound:
         raise not_found(name) from None
-    check(user, perm, vm)
+    check(user, perm, vm, asked=name)
     return vm
 
 

@@ -137,7 +137,8 @@ class Progress:
         if message is not None:
             self.op.message = fields["message"] = message
         if fields:
-            Operation.objects.filter(pk=self.op.pk).update(**fields)
+            # Only while it runs: an operation ended (settled, say) keeps its result.
+            Operation.objects.filter(pk=self.op.pk, status=Operation.Status.RUNNING).update(**fields)
 
     @contextlib.contextmanager
     def phase(self, message: str, estimate: float | None, start: int = 0, end: int = 95):
@@ -224,14 +225,22 @@ def run(operation_id: int) -> None:
         _end(op, finished=True, message=message)
 
 
-def _end(op: Operation, *, finished: bool, message: str) -> None:
+def _end(op: Operation, *, finished: bool, message: str, expect: str = Operation.Status.RUNNING) -> bool:
+    """End ``op`` once: the one caller whose conditional update still finds it ``expect``
+    (a worker, a settler, a cancel) writes the result and its audit row; any other
+    writes nothing and gets False."""
+    fields = {
+        "status": Operation.Status.FINISHED if finished else Operation.Status.FAILED,
+        "finished_at": timezone.now(),
+        "message": message,
+    }
+    if finished:
+        fields["progress"] = 100
     with transaction.atomic():
-        op.status = Operation.Status.FINISHED if finished else Operation.Status.FAILED
-        op.finished_at = timezone.now()
-        op.message = message
-        if finished:
-            op.progress = 100
-        op.save(update_fields=["status", "finished_at", "message", "progress"])
+        if not Operation.objects.filter(pk=op.pk, status=expect).update(**fields):
+            return False
+        for name, value in fields.items():
+            setattr(op, name, value)
         audit.record(
             op.kind,
             actor=Actor.from_operation(op),
@@ -244,6 +253,7 @@ def _end(op: Operation, *, finished: bool, message: str) -> None:
             message=message,
             username=op.username,
         )
+    return True
 
 
 # ---------------------------------------------------------------------------
@@ -264,9 +274,15 @@ def _worker_alive(worker: str) -> bool:
     return _start_time(int(pid)) == started
 
 
+# A settler claims an orphan by writing this and its own id as the operation's worker.
+SETTLING = "settling:"
+
+
 def is_orphaned(op: Operation, now=None) -> bool:
     now = now or timezone.now()
     if op.status == Operation.Status.RUNNING:
+        if op.worker.startswith(SETTLING):
+            return not _worker_alive(op.worker.removeprefix(SETTLING))  # its settler died
         if op.worker and not _worker_alive(op.worker):
             return True
         return op.started_at is not None and op.started_at < now - timedelta(seconds=settings.TASK_TIMEOUT + 60)
@@ -277,22 +293,35 @@ def is_orphaned(op: Operation, now=None) -> bool:
 
 
 def settle_if_orphaned(op: Operation) -> bool:
-    """End ``op`` by what libvirt shows if its worker is gone. True if it was settled."""
+    """End ``op`` by what libvirt shows if its worker is gone. True if it has ended.
+
+    The settler first claims the operation (it becomes its worker, so a second settler
+    sees a live one and leaves it alone), asks libvirt, and ends it only if nobody
+    else did meanwhile (``_end`` is conditional): one ending, one result, one audit row.
+    """
     if not is_orphaned(op):
         return False
     with transaction.atomic():
         fresh = Operation.objects.select_for_update().get(pk=op.pk)
         if not fresh.is_active or not is_orphaned(fresh):
             return not fresh.is_active
-    op = fresh
-    if op.status == Operation.Status.QUEUED:
-        _end(op, finished=False, message="This task was never picked up by a worker (is the qcluster running?).")
-        return True
-    outcome = _settle(op, KINDS.get(op.kind))
+        if fresh.status == Operation.Status.QUEUED:
+            ended = _end(
+                fresh,
+                finished=False,
+                message="This task was never picked up by a worker (is the qcluster running?).",
+                expect=Operation.Status.QUEUED,
+            )
+            return ended
+        dead, me = fresh.worker, SETTLING + _worker_id()
+        Operation.objects.filter(pk=fresh.pk).update(worker=me)
+    outcome = _settle(fresh, KINDS.get(fresh.kind))
     if outcome is None:
-        return False  # libvirt is still at it (e.g. QEMU saving memory): ask again later
+        # libvirt is still at it (e.g. QEMU saving memory): give it back for a later look.
+        Operation.objects.filter(pk=fresh.pk, status=Operation.Status.RUNNING, worker=me).update(worker=dead)
+        return False
     finished, detail = outcome
-    _end(op, finished=finished, message=f"The worker running this task stopped before it finished. {detail}")
+    _end(fresh, finished=finished, message=f"The worker running this task stopped before it finished. {detail}")
     return True
 
 

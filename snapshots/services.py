@@ -229,7 +229,13 @@ def request_revert(actor: Actor, vm_name: str, snap_name: str) -> Operation:
         _check_snapshottable(vm)
         tree = load_tree(vm)
         record = tree.get(snap_name)
-        params = {"libvirt_name": record.libvirt_name, "record": record.pk, "snapshot_state": record.state, "vm_state": vm.state}
+        params = {
+            "libvirt_name": record.libvirt_name,
+            "record": record.pk,
+            "snapshot_state": record.state,
+            "vm_state": vm.state,
+            "was_current": tree.current is not None and tree.current.pk == record.pk,
+        }
         return runner.submit(
             "snapshot.revert", vm, actor=actor, snapshot=record.name, params=params, target_uri=f"/api/vms/{quote(vm.name)}"
         )
@@ -256,9 +262,14 @@ def _settle_revert(op: Operation) -> tuple[bool, str] | None:
     if hypervisor.get_vm(op.vm_uuid).busy_with_snapshot:
         return None  # QEMU is still loading the snapshot
     _, current = hypervisor.snapshot_names(op.vm_uuid)
-    if current == op.params["libvirt_name"]:
-        return True, f"libvirt shows {op.snapshot} as current: the revert most likely completed; check the VM."
-    return False, f"libvirt does not show {op.snapshot} as current: the revert did not complete."
+    if current != op.params["libvirt_name"]:
+        return False, f"libvirt does not show {op.snapshot} as current: the revert did not complete."
+    if op.params.get("was_current", True):
+        return False, (
+            f"libvirt shows {op.snapshot} as current, as it was before the request: "
+            "the revert may or may not have happened; check the VM."
+        )
+    return True, f"libvirt shows {op.snapshot} as current (it was not before): the revert took effect."
 
 
 runner.register("snapshot.revert", label="revert to snapshot", settle=_settle_revert)(_run_revert)

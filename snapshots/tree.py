@@ -13,7 +13,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Max
 from django.utils import timezone
 
 from access import policy
@@ -85,13 +86,14 @@ def load_tree(vm: hypervisor.VMInfo) -> Tree:
     vanished are marked deleted, and their children re-read for their new parent.
     While an operation runs on the VM its worker owns the records: nothing is written.
     """
+    mark = operations_mark(vm.uuid)  # before libvirt is asked: see reconcile
     names, current_name = hypervisor.snapshot_names(vm.uuid, current=vm.current_snapshot)
     live = records.live(vm.uuid)
     present = set(names)
     new = [n for n in names if n not in live]
     gone = [r for n, r in live.items() if n not in present]
-    if (new or gone) and not Operation.objects.active(vm.uuid).exists():
-        reconcile(vm, live, new, gone)
+    if (new or gone) and not mark[0]:
+        reconcile(vm, live, new, gone, mark=mark)
         live = records.live(vm.uuid)
     ordered = sorted((r for n, r in live.items() if n in present), key=lambda r: (r.created, r.pk))
     # A record whose parent vanished meanwhile is shown as a root until reconciled.
@@ -103,52 +105,78 @@ def load_tree(vm: hypervisor.VMInfo) -> Tree:
     return Tree(vm=vm, records=ordered, current=current, libvirt_names=frozenset(present))
 
 
-def reconcile(vm, live: dict[str, SnapshotRecord], new: list[str], gone: list[SnapshotRecord]) -> None:
+def operations_mark(vm_uuid: str) -> tuple:
+    """(an operation is active, operations asked for, the last one's id, the last ending)
+    on the VM: if it changes while libvirt is read, a worker acted meanwhile."""
+    seen = Operation.objects.filter(vm_uuid=vm_uuid).aggregate(n=Count("id"), last=Max("id"), ended=Max("finished_at"))
+    active = Operation.objects.active(vm_uuid).exists()
+    return active, seen["n"], seen["last"], seen["ended"]
+
+
+def reconcile(vm, live: dict[str, SnapshotRecord], new: list[str], gone: list[SnapshotRecord], *, mark=None) -> None:
     """Record snapshots ``new`` to the app as found, ``gone`` ones as deleted outside it,
     and re-read the parents of the new ones and of the children of the gone ones.
-    ``vm`` needs ``name`` and ``uuid``; ``live`` is ``records.live`` (updated here)."""
+    ``vm`` needs ``name`` and ``uuid``; ``live`` is ``records.live`` (updated here).
+
+    A reader passes the ``operations_mark`` it took before asking libvirt: if an
+    operation started or ended since, what it read may be half a worker's change, and
+    nothing is written (the next look reconciles). A worker holding the VM's operation
+    passes none. Writes never undo a worker's: a record deleted already stays as it was.
+    """
     gone_ids = {r.pk for r in gone}
     orphans = [r for r in live.values() if r.parent_id in gone_ids and r.pk not in gone_ids]
     infos = {i.name: i for i in hypervisor.get_snapshots(vm.uuid, new + [r.libvirt_name for r in orphans])}
     now = timezone.now()
-    with transaction.atomic():
-        for record in gone:
-            SnapshotRecord.objects.filter(pk=record.pk).update(deleted_at=now, deleted_by_username=records.OUTSIDE)
-            audit.record(
-                "snapshot.lost",
-                actor=None,
-                vm=vm,
-                snapshot=record.name,
-                stage=AuditEvent.Stage.EVENT,
-                message=f"Snapshot {record.name} was deleted outside the app.",
-            )
+    try:
+        with transaction.atomic():
+            if mark is not None and operations_mark(vm.uuid) != mark:
+                return
+            _record_changes(vm, live, new, gone, infos, now)
+    except IntegrityError:
+        pass  # a worker recorded the same snapshot meanwhile: its record stands
+
+
+def _record_changes(vm, live, new, gone, infos, now) -> None:
+    for record in gone:
+        lost = SnapshotRecord.objects.filter(pk=record.pk, deleted_at__isnull=True)
+        if not lost.update(deleted_at=now, deleted_by_username=records.OUTSIDE):
             live.pop(record.libvirt_name, None)
-        shown = {r.name for r in live.values()}
-        for info in hypervisor.creation_order(infos[n] for n in new if n in infos):
-            display, n = info.name, 1
-            while display in shown:  # a name the app already shows: the found one gets another
-                display, n = f"{info.name}-found" + (f"-{n}" if n > 1 else ""), n + 1
-            shown.add(display)
-            live[info.name] = records.add(
-                vm.uuid,
-                vm.name,
-                info,
-                name=display,
-                origin=SnapshotRecord.Origin.OUTSIDE,
-                created_by_username=records.OUTSIDE,
-            )
-            audit.record(
-                "snapshot.found",
-                actor=None,
-                vm=vm,
-                snapshot=display,
-                stage=AuditEvent.Stage.EVENT,
-                message=f"Snapshot {display} was made outside the app ({info.state}).",
-            )
-        for name, info in infos.items():
-            record = live.get(name)
-            if record is not None:
-                SnapshotRecord.objects.filter(pk=record.pk).update(parent=live.get(info.parent))
+            continue
+        audit.record(
+            "snapshot.lost",
+            actor=None,
+            vm=vm,
+            snapshot=record.name,
+            stage=AuditEvent.Stage.EVENT,
+            message=f"Snapshot {record.name} was deleted outside the app.",
+        )
+        live.pop(record.libvirt_name, None)
+    shown = {r.name for r in live.values()}
+    for info in hypervisor.creation_order(infos[n] for n in new if n in infos):
+        display, n = info.name, 1
+        while display in shown:  # a name the app already shows: the found one gets another
+            display, n = f"{info.name}-found" + (f"-{n}" if n > 1 else ""), n + 1
+        shown.add(display)
+        live[info.name] = records.add(
+            vm.uuid,
+            vm.name,
+            info,
+            name=display,
+            origin=SnapshotRecord.Origin.OUTSIDE,
+            created_by_username=records.OUTSIDE,
+        )
+        audit.record(
+            "snapshot.found",
+            actor=None,
+            vm=vm,
+            snapshot=display,
+            stage=AuditEvent.Stage.EVENT,
+            message=f"Snapshot {display} was made outside the app ({info.state}).",
+        )
+    for name, info in infos.items():
+        record = live.get(name)
+        if record is not None:
+            SnapshotRecord.objects.filter(pk=record.pk).update(parent=live.get(info.parent))
 
 
 def get_snapshot(user, vm_name: str, snap_name: str, perm: str = "view") -> tuple[Tree, SnapshotRecord]:

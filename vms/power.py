@@ -180,11 +180,15 @@ def _shutdown(vm: hypervisor.VMInfo, timeout: int, progress: runner.Progress) ->
 
 
 def _settle_power(op: Operation) -> tuple[bool, str]:
+    """Finished only when libvirt proves it: the VM is in the state the action leads to
+    and was not before. A reboot leaves a VM running as it was: that proves nothing."""
     action = POWER_ACTIONS[op.params["action"]]
     state = hypervisor.vm_state(op.vm_uuid)
-    if state == action.result:
-        return True, f"libvirt shows the VM {state}: the {action.label} took effect."
-    return False, f"libvirt shows the VM {state}: the {action.label} did not complete."
+    if state != action.result:
+        return False, f"libvirt shows the VM {state}: the {action.label} did not complete."
+    if op.params.get("vm_state") in (None, action.result):
+        return False, f"libvirt shows the VM {state}, as it was before: the {action.label} may or may not have happened."
+    return True, f"libvirt shows the VM {state} (it was {op.params['vm_state']}): the {action.label} took effect."
 
 
 for _action in POWER_ACTIONS.values():

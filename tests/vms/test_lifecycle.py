@@ -144,15 +144,32 @@ def test_settle_tells_what_happened(vm):
         kind="vm.start",
         vm_name=vm.name,
         vm_uuid=vm.uuid,
-        params={"action": "start"},
+        params={"action": "start", "vm_state": "shutoff"},  # as request_power records it
         status="running",
         started_at=timezone.now() - timedelta(days=1),
         worker="elsewhere:1:1",
     )
     hypervisor.power(vm.uuid, "start")
-    assert power._settle_power(op) == (True, "libvirt shows the VM running: the start VM took effect.")
+    assert power._settle_power(op) == (True, "libvirt shows the VM running (it was shutoff): the start VM took effect.")
     hypervisor.power(vm.uuid, "poweroff")
     assert power._settle_power(op)[0] is False
+
+
+def test_a_reboot_whose_worker_died_is_never_called_done(running_vm):
+    """A guest without an OS is running before and after: nothing proves a reboot happened."""
+    op = Operation.objects.create(
+        kind="vm.reboot",
+        vm_name=running_vm.name,
+        vm_uuid=running_vm.uuid,
+        params={"action": "reboot", "vm_state": "running"},
+        status="running",
+        started_at=timezone.now() - timedelta(days=1),
+        worker="elsewhere:1:1",
+    )
+    assert runner.settle_if_orphaned(op)
+    op.refresh_from_db()
+    assert op.status == "failed"
+    assert "worker running this task stopped" in op.message and "may or may not have happened" in op.message
 
 
 def test_power_needs_permission(vm, make_user):
