@@ -17,6 +17,29 @@ from operations.models import AuditEvent
 from vms import grants
 
 
+class SuperusersOnly:
+    """Who may do what is decided by admins (superusers) alone: Django model permissions
+    given to a staff account never open these pages (or it could grant itself anything)."""
+
+    def _admin(self, request) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_module_permission(self, request):
+        return self._admin(request)
+
+    def has_view_permission(self, request, obj=None):
+        return self._admin(request)
+
+    def has_add_permission(self, request, obj=None):
+        return self._admin(request)
+
+    def has_change_permission(self, request, obj=None):
+        return self._admin(request)
+
+    def has_delete_permission(self, request, obj=None):
+        return self._admin(request)
+
+
 class RoleForm(forms.ModelForm):
     permissions = forms.MultipleChoiceField(
         choices=grants.ROLE_PERMISSIONS,
@@ -36,7 +59,7 @@ class RoleForm(forms.ModelForm):
 
 
 @admin.register(Role)
-class RoleAdmin(admin.ModelAdmin):
+class RoleAdmin(SuperusersOnly, admin.ModelAdmin):
     form = RoleForm
     list_display = ["name", "description", "permission_list", "builtin"]
     actions = None  # bulk delete would bypass the audited path
@@ -101,7 +124,7 @@ def vm_choices() -> list[tuple[str, str]]:
 
 
 @admin.register(Grant)
-class GrantAdmin(admin.ModelAdmin):
+class GrantAdmin(SuperusersOnly, admin.ModelAdmin):
     """Grants are added and removed, never edited: a change is a removal and an addition."""
 
     form = GrantForm
@@ -158,7 +181,7 @@ admin.site.unregister(AuthGroup)
 
 
 @admin.register(User)
-class AuditedUserAdmin(UserAdmin):
+class AuditedUserAdmin(SuperusersOnly, UserAdmin):
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
         user = form.instance
@@ -193,7 +216,7 @@ class AuditedUserAdmin(UserAdmin):
 
 
 @admin.register(AuthGroup)
-class AuditedGroupAdmin(GroupAdmin):
+class AuditedGroupAdmin(SuperusersOnly, GroupAdmin):
     def save_model(self, request, obj, form, change):
         before = AuthGroup.objects.filter(pk=obj.pk).values_list("name", flat=True).first() if change else None
         super().save_model(request, obj, form, change)

@@ -263,7 +263,7 @@ def _share_clone(op: Operation, clone: hypervisor.VMInfo, actor: Actor) -> list[
     }
     given = []
     for role in sorted(roles, key=lambda r: r.name):
-        _, new = grants.grant_role(role, user=user, vm=clone.uuid, actor=actor)
+        _, new = grants.grant_role(role, user=user, vm=clone.uuid, actor=actor, automatic=True)
         if new:
             given.append(role.name)
     return given

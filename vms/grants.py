@@ -51,7 +51,10 @@ def command_actor() -> CommandActor:
 
 
 def check_admin(actor: Actor, action: str) -> None:
-    """Only admins change grants and roles; a refused attempt is audited too."""
+    """Only admins (superusers) and the server's shell change grants and roles, whatever
+    Django model permissions a staff account holds; a refused attempt is audited too."""
+    if isinstance(actor, CommandActor):
+        return
     with attempt(action, actor):
         policy.require_admin(actor.user)
 
@@ -127,10 +130,17 @@ def _audit_params(grant: Grant) -> dict:
 # Grants
 
 
-def grant_role(role: Role | str, *, user=None, group=None, vm: str | None = None, actor: Actor) -> tuple[Grant, bool]:
+def grant_role(
+    role: Role | str, *, user=None, group=None, vm: str | None = None, actor: Actor, automatic: bool = False
+) -> tuple[Grant, bool]:
     """Give ``role`` to a user or a group on VM ``vm`` (name or UUID), or on all VMs with
     ``vm=""``. ``vm=None`` is allowed for global roles only. Returns (grant, created);
-    granting what is already granted changes nothing and writes no audit row."""
+    granting what is already granted changes nothing and writes no audit row.
+
+    Only admins grant; ``automatic`` is the app's own doing on the actor's behalf (a
+    clone's maker keeps on the clone the roles they hold on its source)."""
+    if not automatic:
+        check_admin(actor, "grant.add")
     role = get_role(role)
     grantee = _grantee(user, group)
     vm_uuid, vm_name = resolve_scope(role, vm)
@@ -187,6 +197,7 @@ def find_grant(role: Role | str, *, user=None, group=None, vm: str | None = None
 
 def remove_grant(grant: Grant, *, actor: Actor) -> None:
     """Revoke one grant (by the page's remove button, Django admin, or ``revoke``)."""
+    check_admin(actor, "grant.remove")
     with transaction.atomic():
         params = _audit_params(grant)
         message = f"Revoked {grant.role.name} from {grant.grantee} on {grant.scope}."
@@ -232,6 +243,7 @@ def validate_permissions(permissions) -> list[str]:
 
 def define_role(name: str, permissions, description: str = "", *, actor: Actor) -> tuple[Role, bool]:
     """Create role ``name`` or change its permissions and description. Built-in roles are fixed."""
+    check_admin(actor, "role.change")
     try:
         validate_slug(name)
     except ValidationError:
@@ -261,6 +273,7 @@ def define_role(name: str, permissions, description: str = "", *, actor: Actor) 
 
 
 def delete_role(role: Role | str, *, actor: Actor) -> None:
+    check_admin(actor, "role.remove")
     role = get_role(role)
     if role.builtin:
         raise Invalid(f"Role {role.name} is built in and cannot be deleted.")

@@ -312,3 +312,26 @@ def test_old_admin_addresses_of_roles_and_grants_lead_to_the_new_ones(client, ad
     response = client.get("/admin/vms/role/add/")
     assert response.status_code == 301 and response["Location"] == "/admin/access/role/add/"
     assert client.get("/admin/vms/grant/", follow=True).status_code == 200
+
+
+def test_a_staff_account_with_model_permissions_cannot_grant_itself_anything(client, make_user, vm):
+    from django.contrib.auth.models import Permission
+
+    from core.errors import Forbidden
+    from operations.audit import Actor
+
+    staff = make_user("mallory", is_staff=True)
+    staff.user_permissions.set(Permission.objects.filter(content_type__app_label__in=["access", "auth"]))
+    client.force_login(staff)
+    owner = Role.objects.get(name="owner")
+    assert client.get("/admin/access/grant/").status_code == 403
+    response = client.post("/admin/access/grant/add/", {"role": owner.pk, "user": staff.pk, "group": "", "vm": ""})
+    assert response.status_code == 403
+    assert client.get("/admin/access/role/add/").status_code == 403
+    assert client.get(f"/admin/auth/user/{staff.pk}/change/").status_code == 403  # no is_superuser for oneself
+    with pytest.raises(Forbidden):
+        grants.grant_role("owner", user=staff, vm="", actor=Actor(user=staff))
+    with pytest.raises(Forbidden):
+        grants.define_role("everything", ["view", "delete"], actor=Actor(user=staff))
+    assert not Grant.objects.filter(user=staff).exists()
+    assert AuditEvent.objects.filter(action="grant.add", outcome="denied", username="mallory").exists()
