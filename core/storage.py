@@ -79,30 +79,37 @@ def copy_sparse(source: str, dest: str, on_bytes: Callable[[int], None], created
         os.close(src)
 
 
-def backing_files(users: dict[str, list[str]]) -> dict[str, str]:
-    """{real path of a backing file: the image built on it} for every file other VMs use."""
+def _info(path: str, fmt: str, *extra: str, shared: bool = False) -> dict | list | None:
+    """``qemu-img info`` of a file read as ``fmt``, the format its VM's definition gives:
+    never probed, since a guest can write a qcow2 header (naming any host file as its
+    backing file) into a raw disk. ``shared`` reads an image a running VM holds."""
+    command = ["qemu-img", "info", "-f", fmt, "--output=json", *extra, path]
+    if shared:
+        command.insert(2, "--force-share")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    return None if result.returncode else json.loads(result.stdout)
+
+
+def backing_files(formats: dict[str, str]) -> dict[str, str]:
+    """{real path of a backing file: the image built on it} for the images ``formats``
+    names ({path: format}); an image of unknown format is not looked into."""
     found: dict[str, str] = {}
-    for path in users:
-        if not os.path.isfile(path):
-            continue
-        result = subprocess.run(
-            ["qemu-img", "info", "-U", "--backing-chain", "--output=json", path], capture_output=True, text=True, timeout=60
-        )
-        if result.returncode:
-            continue
-        chain = json.loads(result.stdout)
-        for image in chain if isinstance(chain, list) else [chain]:
+    for path, fmt in formats.items():
+        if not fmt or fmt == "raw" or not os.path.isfile(path):
+            continue  # a raw image has no backing file: nothing to look at
+        # Other VMs may be running on these images: read them without taking their lock.
+        chain = _info(path, fmt, "--backing-chain", shared=True)
+        for image in chain if isinstance(chain, list) else [chain] if chain else []:
             backing = image.get("full-backing-filename") or image.get("backing-filename")
             if backing:
                 found[os.path.realpath(backing)] = path
     return found
 
 
-def qcow2_snapshot_tags(path: str) -> list[str]:
-    """Internal snapshot tags inside a qcow2 file ([] if none, or if it is not a readable qcow2)."""
-    if not os.path.isfile(path):
+def qcow2_snapshot_tags(path: str, fmt: str = "qcow2") -> list[str]:
+    """Internal snapshot tags inside a qcow2 file: [] if none, if it is not readable, or if
+    its VM's definition says it is not qcow2 (its content is the guest's, not a header)."""
+    if fmt != "qcow2" or not os.path.isfile(path):
         return []
-    result = subprocess.run(["qemu-img", "info", "-U", "--output=json", path], capture_output=True, text=True, timeout=60)
-    if result.returncode:
-        return []
-    return [s.get("name", "") for s in json.loads(result.stdout).get("snapshots", [])]
+    info = _info(path, "qcow2")
+    return [s.get("name", "") for s in info.get("snapshots", [])] if isinstance(info, dict) else []

@@ -15,8 +15,9 @@ from operations.models import Operation
 from snapshots import records
 
 
-def _disk_files(vm_uuid: str) -> list[str]:
-    return [d.path for d in hypervisor.disks_of(hypervisor.domain_xml(vm_uuid)) if d.writable and d.path]
+def _disk_files(vm_uuid: str) -> dict[str, str]:
+    """{file: format} of the VM's writable disks."""
+    return {d.path: d.format for d in hypervisor.disks_of(hypervisor.domain_xml(vm_uuid)) if d.writable and d.path}
 
 
 def request_delete(actor: Actor, vm_name: str, *, storage: bool = False) -> Operation:
@@ -25,7 +26,7 @@ def request_delete(actor: Actor, vm_name: str, *, storage: bool = False) -> Oper
         vm = policy.get_vm(actor.user, vm_name, "delete")
         if not vm.persistent:
             raise Invalid(f"VM {vm.name} is transient (it is not defined, it only runs): force it off to remove it.")
-        files = _disk_files(vm.uuid)
+        files = list(_disk_files(vm.uuid))
         params = {"storage": storage, "files": files, "snapshots": vm.snapshot_count, "vm_state": vm.state}
         return runner.submit("vm.delete", vm, actor=actor, params=params, target_uri="/api/vms")
 
@@ -46,16 +47,16 @@ def _run_delete(op: Operation, progress: runner.Progress) -> str:
     parts = [f"Deleted VM {vm.name}" + (f" and its {deleted} snapshot{'s' if deleted != 1 else ''}." if deleted else ".")]
     if op.params.get("storage"):
         progress(95, "Removing disk files")
-        removed, kept = _remove_files(files)
+        removed, kept = _remove_files(list(files))
         if removed:
             parts.append("Disk files removed: " + ", ".join(removed) + ".")
         for path, why in kept:
             parts.append(f"Kept {path}: {why}.")
-        files = [path for path, _ in kept]
+        files = {path: files[path] for path, _ in kept}
     elif files:
         parts.append("Disk files kept: " + ", ".join(files) + ".")
-    for path in files:
-        left = storage.qcow2_snapshot_tags(path)
+    for path, fmt in files.items():
+        left = storage.qcow2_snapshot_tags(path, fmt)
         if left:
             parts.append(f"Note: {path} still holds internal snapshots libvirt did not know: {', '.join(left)}.")
     return " ".join(parts)
@@ -89,11 +90,11 @@ def _delete_all_snapshots(vm: hypervisor.VMInfo, username: str, progress: runner
 def _remove_files(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """Remove the files no other VM uses; returns (removed, [(kept, why)])."""
     users = hypervisor.files_in_use()
-    backing = storage.backing_files(users)
+    backing = storage.backing_files({path: use.format for path, use in users.items()})
     removed, kept = [], []
     for path in paths:
         real = os.path.realpath(path)
-        others = sorted({name for p, names in users.items() if os.path.realpath(p) == real for name in names})
+        others = sorted({name for p, use in users.items() if os.path.realpath(p) == real for name in use.vms})
         if others:
             kept.append((path, "used by " + ", ".join(others)))
         elif real in backing:

@@ -13,6 +13,7 @@ from core.hypervisor.clone import CloneIdentity, clone_domain_xml, clone_snapsho
 from core.hypervisor.connection import close, count_calls, version
 from core.hypervisor.domains import (
     STATE_WORDS,
+    FileUse,
     VMInfo,
     define_vm,
     domain_xml,
@@ -48,6 +49,7 @@ __all__ = [
     "ConnectionLost",
     "Disk",
     "Failed",
+    "FileUse",
     "HypervisorError",
     "Invalid",
     "NotFound",

@@ -211,15 +211,23 @@ def power(ref: str, action: str) -> None:
     call(lambda conn: getattr(domain(conn, ref), method)(), changes=f"asking for {action}")
 
 
-def files_in_use(*, exclude: str = "") -> dict[str, list[str]]:
-    """{file path: names of the VMs using it} over every defined VM except ``exclude`` (a UUID).
+@dataclass
+class FileUse:
+    """Who uses a disk file, and in which format their definitions say it is."""
+
+    vms: list[str]
+    format: str = ""
+
+
+def files_in_use(*, exclude: str = "") -> dict[str, FileUse]:
+    """{file path: its users and format} over every defined VM except ``exclude`` (a UUID).
 
     Reads both the persistent and the live definition (a running VM may use other
     files), and every snapshot's definition: reverting a snapshot brings its disks back.
     """
 
     def run(conn):
-        users: dict[str, list[str]] = {}
+        users: dict[str, FileUse] = {}
         for dom in conn.listAllDomains(0):
             try:
                 if dom.UUIDString() == exclude:
@@ -235,10 +243,11 @@ def files_in_use(*, exclude: str = "") -> dict[str, list[str]]:
                     continue  # vanished while we looked
                 raise
             for xml in xmls:
-                for path in referenced_files(xml):
-                    names = users.setdefault(path, [])
-                    if dom.name() not in names:
-                        names.append(dom.name())
+                for path, fmt in referenced_files(xml).items():
+                    use = users.setdefault(path, FileUse(vms=[]))
+                    use.format = use.format or fmt
+                    if dom.name() not in use.vms:
+                        use.vms.append(dom.name())
         return users
 
     return call(run)

@@ -90,10 +90,22 @@ def nvram_path(xml: str) -> str:
     return (nvram.text or "").strip() if nvram is not None else ""
 
 
-def referenced_files(xml: str) -> set[str]:
-    """Every file a domain XML names as a disk source, backing store included."""
-    root = parse_xml(xml)
-    return {source.get("file") for source in root.iterfind(".//devices/disk//source") if source.get("file")}
+def referenced_files(xml: str) -> dict[str, str]:
+    """{file: its format} for every file a domain XML names as a disk source, backing
+    stores included; the format is the definition's ("" when it names none)."""
+    found: dict[str, str] = {}
+    for disk in parse_xml(xml).iterfind(".//devices/disk"):
+        driver = disk.find("driver")
+        layers = [(disk, driver.get("type", "") if driver is not None else "")]
+        layers += [
+            (store, (store.find("format").get("type", "") if store.find("format") is not None else ""))
+            for store in disk.iterfind(".//backingStore")
+        ]
+        for layer, fmt in layers:
+            source = layer.find("source")
+            if source is not None and source.get("file"):
+                found.setdefault(source.get("file"), fmt)
+    return found
 
 
 def to_mib(value: int, unit: str) -> int:

@@ -272,6 +272,33 @@ def test_delete_keeps_a_backing_file(api, vm, image_dir):
         remove_vm(other.uuid)
 
 
+def test_a_qcow2_header_a_guest_wrote_into_its_raw_disk_is_never_believed(api, vm, image_dir, monkeypatch):
+    """A raw disk's content is the guest's: qemu-img reads it as raw (its definition's
+    format), so a planted header naming a host file as backing file opens nothing."""
+    disk = hypervisor.get_vm(vm.uuid).disks[0].source
+    planted = image_dir / "guest-raw.img"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", disk, "-F", "qcow2", str(planted)], check=True)
+    other = hypervisor.define_vm(tiny.tiny_vm_xml(f"{vm.name}-raw", [(planted, "raw")]))
+    commands = []
+    real_run = subprocess.run
+
+    def recording_run(command, *args, **kwargs):
+        if command[0] == "qemu-img":
+            commands.append(command)
+        return real_run(command, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", recording_run)
+    try:
+        task = wait_task(api, api.delete(f"/api/vms/{vm.name}?storage=true").json()["id"])
+        assert task["status"] == "finished", task
+        assert "Disk files removed: " + disk in task["message"]  # not "the backing file of" the raw disk
+        assert not Path(disk).exists()
+        assert commands and all("-f" in command for command in commands), commands
+        assert not any(str(planted) in command for command in commands)  # a raw image is not looked into
+    finally:
+        remove_vm(other.uuid)
+
+
 def test_delete_storage_flag_must_be_a_boolean(api, vm):
     response = api.delete(f"/api/vms/{vm.name}?storage=maybe")
     assert response.status_code == 400 and "storage" in response.json()["reason"]
