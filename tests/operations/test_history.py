@@ -4,6 +4,7 @@ every snapshot, deleted ones included, with who did what; kept after the VM is g
 import subprocess
 
 import pytest
+from django.conf import settings
 from django.test import Client
 
 from core import hypervisor
@@ -100,7 +101,7 @@ def test_failed_task_is_on_the_timeline(api, vm, monkeypatch):
 
 
 def test_changes_made_outside_the_app(api, vm):
-    virsh = ["virsh", "-c", "qemu:///system"]
+    virsh = ["virsh", "-c", settings.LIBVIRT_URI]
     subprocess.run([*virsh, "snapshot-create-as", vm.name, "by-shell", "made in a shell"], check=True, capture_output=True)
     data = history(api, vm.name)
     [found] = by_event(data, "found")

@@ -6,7 +6,7 @@ import pytest
 
 from core import hypervisor
 from operations.models import AuditEvent, Operation
-from tests.conftest import wait_task
+from tests.conftest import virsh, wait_task
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sync_tasks")]
 
@@ -227,7 +227,7 @@ def test_libvirt_failure_fails_the_task_with_a_reason(api, vm, monkeypatch):
     response = api.post(f"/api/vms/{vm.name}/snapshots/gone-soon/revert")
     assert response.status_code == 202
     # Removed behind the app's back before a worker picks the task up.
-    subprocess.run(["virsh", "-c", "qemu:///system", "snapshot-delete", vm.name, "gone-soon"], check=True, capture_output=True)
+    virsh("snapshot-delete", vm.name, "gone-soon")
     runner.run(response.json()["id"])
     task = api.get(f"/api/tasks/{response.json()['id']}").json()
     assert task["status"] == "failed"
@@ -238,15 +238,11 @@ def test_libvirt_failure_fails_the_task_with_a_reason(api, vm, monkeypatch):
 
 
 def test_snapshots_made_outside_appear_and_vanish(api, vm):
-    subprocess.run(
-        ["virsh", "-c", "qemu:///system", "snapshot-create-as", vm.name, "by-virsh", "made in a shell"],
-        check=True,
-        capture_output=True,
-    )
+    virsh("snapshot-create-as", vm.name, "by-virsh", "made in a shell")
     data = snap(api, vm, "by-virsh").json()
     assert data["description"] == "made in a shell"
     assert AuditEvent.objects.filter(action="snapshot.found", snapshot="by-virsh").exists()
-    subprocess.run(["virsh", "-c", "qemu:///system", "snapshot-delete", vm.name, "by-virsh"], check=True, capture_output=True)
+    virsh("snapshot-delete", vm.name, "by-virsh")
     assert snap(api, vm, "by-virsh").status_code == 404
     assert AuditEvent.objects.filter(action="snapshot.lost", snapshot="by-virsh").exists()
     from snapshots.models import SnapshotRecord
@@ -301,7 +297,7 @@ def test_taking_a_snapshot_costs_six_libvirt_calls_end_to_end(api, running_vm):
 
 def test_a_name_made_outside_the_app_since_the_last_look_is_refused_cleanly(api, vm):
     create(api, vm, name="seen")
-    subprocess.run(["virsh", "-c", "qemu:///system", "snapshot-create-as", vm.name, "taken"], check=True, capture_output=True)
+    virsh("snapshot-create-as", vm.name, "taken")
     response = api.post(f"/api/vms/{vm.name}/snapshots", {"name": "taken"}, format="json")
     if response.status_code == 202:
         done = wait_task(api, response.json()["id"])
@@ -314,7 +310,7 @@ def test_a_name_made_outside_the_app_since_the_last_look_is_refused_cleanly(api,
 
 
 def test_a_snapshot_whose_parent_was_made_outside_the_app_hangs_under_it(api, vm):
-    subprocess.run(["virsh", "-c", "qemu:///system", "snapshot-create-as", vm.name, "by-virsh"], check=True, capture_output=True)
+    virsh("snapshot-create-as", vm.name, "by-virsh")
     create(api, vm, name="after")  # the app never looked at the tree in between
     data = snap(api, vm, "after").json()
     assert data["parent"] == "by-virsh"

@@ -78,6 +78,7 @@ def test_worker_killed_mid_snapshot_is_settled(api, big_vm, qcluster):
     assert wait_task(api, again.json()["id"], timeout=90)["status"] == "finished"
 
 
+@pytest.mark.restarts_libvirtd
 def test_libvirtd_crash_mid_snapshot_is_reported(api, big_vm, qcluster):
     task_id = api.post(f"/api/vms/{big_vm.name}/snapshots", {"name": "cut-off"}, format="json").json()["id"]
     deadline = time.monotonic() + 60

@@ -22,6 +22,7 @@ def same_second(vm, names):
     SnapshotRecord.objects.filter(vm_uuid=vm.uuid, name__in=names).update(created=created)
 
 
+@pytest.mark.restarts_libvirtd
 def test_siblings_seen_one_by_one_keep_the_order_they_were_seen_in(vm):
     # Names in reverse alphabetical order, so neither name nor listing order can pass for it.
     for name in ("zulu", "yankee", "xray"):

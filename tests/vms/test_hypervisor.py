@@ -30,6 +30,7 @@ def test_raw_disk_is_a_blocker(make_vm):
     assert len(reasons) == 1 and "vda" in reasons[0] and "raw" in reasons[0]
 
 
+@pytest.mark.restarts_libvirtd
 def test_reconnects_after_libvirtd_restarts(vm):
     assert hypervisor.get_vm(vm.uuid).name == vm.name
     restart_libvirtd()
@@ -37,6 +38,7 @@ def test_reconnects_after_libvirtd_restarts(vm):
     assert hypervisor.get_vm(vm.uuid).name == vm.name
 
 
+@pytest.mark.restarts_libvirtd
 def test_a_change_cut_off_by_a_crash_is_not_repeated(vm):
     hypervisor.get_vm(vm.uuid)
     restart_libvirtd(signal="KILL")
