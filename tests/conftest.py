@@ -12,12 +12,13 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import connection, transaction
 from django_q.conf import Conf
 from rest_framework.test import APIClient
 
@@ -50,14 +51,17 @@ def virsh(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["virsh", "-c", settings.LIBVIRT_URI, *args], check=True, capture_output=True, text=True)
 
 
-def restart_libvirtd(signal: str = "TERM") -> None:
-    """Stop libvirtd (SIGKILL stands in for a crash) and start it again; running VMs survive."""
+def restart_libvirtd(signal: str = "TERM", while_down=None) -> None:
+    """Stop libvirtd (SIGKILL stands in for a crash) and start it again; running VMs
+    survive. ``while_down`` runs once it is gone, before it starts again."""
     assert MAY_RESTART_LIBVIRTD, "mark the test restarts_libvirtd"
     subprocess.run(["pkill", f"-{signal}", "-x", "libvirtd"], check=True)
     for _ in range(100):
         if subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True).returncode:
             break
         time.sleep(0.1)
+    if while_down is not None:
+        while_down()
     subprocess.run(["libvirtd", "-d"], check=True)
     for _ in range(100):
         if subprocess.run(["virsh", "-c", settings.LIBVIRT_URI, "version"], capture_output=True).returncode == 0:
@@ -199,3 +203,45 @@ def qcluster(transactional_db, qcluster_env):
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 9)
         proc.wait()
+
+
+# ---------------------------------------------------------------------------
+# The database refuses to delete audit rows (operations migration 0003), and Django's
+# flush between transactional tests deletes (SQLite) or truncates (PostgreSQL) every
+# table: in the test database, the flush lifts those triggers for its own transaction.
+
+
+@contextmanager
+def audit_guard_lifted(conn=connection):
+    """Within a transaction: the audit table's triggers off, then back as they were."""
+    table = "operations_auditevent"
+    with conn.cursor() as cursor:
+        if conn.vendor == "sqlite":
+            cursor.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = %s", [table])
+        else:
+            cursor.execute(
+                "SELECT tgname, '' FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND NOT tgisinternal AND tgenabled <> 'D'",
+                [table],
+            )
+        triggers = cursor.fetchall()
+        for name, _ in triggers:
+            name = conn.ops.quote_name(name)
+            cursor.execute(f"DROP TRIGGER {name}" if conn.vendor == "sqlite" else f"ALTER TABLE {table} DISABLE TRIGGER {name}")
+    yield
+    with conn.cursor() as cursor:
+        for name, sql in triggers:
+            cursor.execute(sql if conn.vendor == "sqlite" else f"ALTER TABLE {table} ENABLE TRIGGER {conn.ops.quote_name(name)}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_lifts_the_audit_guard():
+    ops = type(connection.ops)
+    flush = ops.execute_sql_flush
+
+    def execute_sql_flush(self, sql_list):
+        with transaction.atomic(using=self.connection.alias), audit_guard_lifted(self.connection):
+            flush(self, sql_list)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ops, "execute_sql_flush", execute_sql_flush)
+        yield
