@@ -8,9 +8,10 @@ from rest_framework.views import APIView
 
 from access import policy
 from core.api.errors import error_responses
-from core.api.inputs import parse_query
+from core.api.inputs import StrictSerializer, parse_body, parse_query
 from core.errors import Invalid, NotFound
 from operations import runner
+from operations.audit import Actor
 from operations.models import Operation
 from operations.serializers import TaskSerializer
 
@@ -90,3 +91,18 @@ class TaskDetail(APIView):
     @extend_schema(responses={200: TaskSerializer, **error_responses(404)})
     def get(self, request, task_id: int):
         return Response(TaskSerializer(get_task(request.user, task_id)).data)
+
+
+class TaskCancel(APIView):
+    audit_actions = {"POST": "task.cancel"}
+
+    @extend_schema(
+        request=None,
+        responses={200: TaskSerializer, **error_responses(403, 404, 409, body=True)},
+        description="Cancel a task no worker has started yet (its requester or an admin): 200 with the ended task; "
+        "409 once it runs (libvirt's calls cannot be aborted) or has ended.",
+    )
+    def post(self, request, task_id: int):
+        parse_body(StrictSerializer, request)
+        op = runner.cancel(get_task(request.user, task_id), Actor.from_request(request))
+        return Response(TaskSerializer(op).data)

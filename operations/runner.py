@@ -24,7 +24,7 @@ from django_q.tasks import async_task
 
 from access import policy
 from core import hypervisor
-from core.errors import AppError, Conflict, ConnectionLost, Unavailable
+from core.errors import AppError, Conflict, ConnectionLost, Forbidden, Unavailable
 from operations import audit
 from operations.audit import Actor
 from operations.models import AuditEvent, Operation
@@ -106,6 +106,22 @@ def busy_conflict(vm) -> Conflict | None:
 def _busy(vm, op: Operation) -> Conflict:
     state = "queued" if op.status == Operation.Status.QUEUED else "running"
     return Conflict(f"Another operation is {state} on {vm.name}: {op.summary}. Wait for it to end, then try again.")
+
+
+def cancel(op: Operation, actor: Actor) -> Operation:
+    """Cancel a task no worker has started: only its requester or an admin; a running
+    one cannot be (libvirt's calls have no abort): Conflict."""
+    with audit.attempt("task.cancel", actor, op.vm_name, op.snapshot, {"task": op.pk}):
+        user = actor.user
+        if user is None or not (user.is_superuser or user.pk == op.user_id):
+            raise Forbidden(f"Only {op.username or 'its requester'} or an admin may cancel task #{op.pk}.")
+        message = f"Cancelled by {actor.username} before a worker started it."
+        if not _end(op, finished=False, message=message, expect=Operation.Status.QUEUED):
+            op.refresh_from_db()
+            if op.is_active:
+                raise Conflict(f"Task #{op.pk} is running: it can no longer be cancelled; wait for it to end.")
+            raise Conflict(f"Task #{op.pk} has ended already ({op.status}): there is nothing to cancel.")
+    return op
 
 
 # ---------------------------------------------------------------------------

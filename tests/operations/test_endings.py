@@ -125,3 +125,21 @@ def test_a_revert_away_from_the_current_snapshot_is_proven_by_libvirt(api, vm, m
     )
     done = wait_task(api, task["id"])
     assert done["status"] == "finished" and "took effect" in done["message"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_guest_libvirt_stopped_while_it_came_back_is_said(vm):
+    """libvirtd 9.0 coming back mid-save may stop the guest itself: the task says so."""
+    op = Operation.objects.create(
+        kind="snapshot.create",
+        vm_name=vm.name,
+        vm_uuid=vm.uuid,
+        status="running",
+        params={"name": "cut", "libvirt_name": "cut", "vm_state": "running"},  # running when asked; shut off now
+        started_at=timezone.now() - timedelta(days=1),
+        worker="elsewhere:1:1",
+    )
+    assert runner.settle_if_orphaned(op)
+    op.refresh_from_db()
+    assert op.status == "failed" and "it was not taken" in op.message
+    assert "was running before and is shut off now" in op.message
