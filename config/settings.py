@@ -158,10 +158,12 @@ WHITENOISE_USE_FINDERS = True
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        # Basic first: unauthenticated requests get 401 with a WWW-Authenticate header.
-        "rest_framework.authentication.BasicAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        # Token first: a 401 challenges with "WWW-Authenticate: Token", which no browser
+        # answers with a login prompt whose credentials it would then send cross-site.
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+        # Last, and never a challenge: Basic as scripts send it (operations/authentication.py).
+        "operations.authentication.ScriptBasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

@@ -18,6 +18,7 @@ from django.db import DataError, close_old_connections
 from django.db.models import F
 from django.test import Client
 from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from schemathesis.checks import (
@@ -320,7 +321,8 @@ def test_a_database_refusal_while_authenticating_is_401(make_user, monkeypatch):
     client.credentials(HTTP_AUTHORIZATION="Token abc")
     response = client.post("/api/vms/x/start")
     assert "Invalid credentials" in error(response, 401)
-    assert response["WWW-Authenticate"].startswith("Basic")
+    # The challenge is Token's, never Basic's (issue 11: a browser would prompt, then send it cross-site).
+    assert response["WWW-Authenticate"] == "Token"
     assert AuditEvent.objects.get(action="vm.start").outcome == "denied"
 
 
@@ -436,7 +438,13 @@ def test_generated_requests_get_documented_answers(wsgi_requests, make_user, sna
                 Operation.objects.all().delete()
                 SnapshotRecord.objects.update(name=F("libvirt_name"))
 
-            run()
+            try:
+                run()
+            except Unsatisfiable:
+                # Nothing in this operation's schema can be made invalid (no parameters, no
+                # body; the credentials are the test's own): there is no negative case.
+                if mode is not GenerationMode.NEGATIVE:
+                    raise
 
 
 # ---------------------------------------------------------------------------

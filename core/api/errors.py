@@ -64,7 +64,7 @@ def translate(exc, context):
             # logged in, and asking for request.user again would only repeat it.
             request.user = AnonymousUser()
             failed = exceptions.AuthenticationFailed("Invalid credentials (they hold characters no account can have).")
-            failed.auth_header = 'Basic realm="api"'
+            failed.auth_header = "Token"  # a 401 needs a challenge; never Basic (a browser would prompt)
             return failed
         return Invalid("The request holds a value that cannot be stored or looked up (a NUL character?): remove it.")
     if isinstance(exc, Http404) and request is not None and getattr(request, "accepted_renderer", None) is None:

@@ -68,7 +68,8 @@ def log_in(page, username: str, password: str = PASSWORD) -> None:
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
-    page.wait_for_url("**/")
+    # The page after the login form (not /login/ itself, which "**/" would match too).
+    page.wait_for_url(lambda url: "/login/" not in url)
 
 
 def wait_operations(vm_uuid: str, timeout: float = 60) -> None:
