@@ -31,8 +31,9 @@ pytestmark = pytest.mark.django_db
 ROLES = ["anonymous", "none", "viewer", "operator", "owner", "auditor", "admin"]
 # Roles granted on the one VM; the auditor's is global by nature.
 PER_VM_ROLES = {"viewer", "operator", "owner"}
-# Not a permission: pages only admins reach, and lists everyone may ask for (filtered).
-ADMIN, ANYONE = "(admin)", "(anyone)"
+# Not a permission: pages only admins reach, lists everyone may ask for (filtered), and
+# the API's description (no data in it), which even the logged-out may read.
+ADMIN, ANYONE, PUBLIC = "(admin)", "(anyone)", "(public)"
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ ENDPOINTS = [
     Endpoint("api task", "GET", "/api/tasks/{task}", "view"),
     Endpoint("api audit", "GET", "/api/audit", "audit"),
     Endpoint("api history", "GET", "/api/vms/{vm}/history", "view"),
+    Endpoint("api schema", "GET", "/api/schema/", PUBLIC),
+    Endpoint("api docs", "GET", "/api/docs/", PUBLIC),
+    Endpoint("api redoc", "GET", "/api/redoc/", PUBLIC),
     # VM lifecycle (the shared VM is shut off: only start makes sense, the others are 409).
     Endpoint("api start", "POST", "/api/vms/{vm}/start", "power", 202, None, "vm.start"),
     Endpoint("api shutdown", "POST", "/api/vms/{vm}/shutdown", "power", 409, None, "vm.shutdown"),
@@ -127,6 +131,8 @@ ENDPOINTS = [
 
 def expected_status(role: str, permissions: set[str], endpoint: Endpoint) -> int:
     """What ``role`` (holding ``permissions`` on the VM, from the role table) gets from ``endpoint``."""
+    if endpoint.perm == PUBLIC:
+        return endpoint.ok
     if role == "anonymous":
         return 401 if endpoint.api else 302
     admin = role == "admin"
