@@ -31,11 +31,15 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["time", "username", "client_ip", "action", "stage", "outcome", "vm_name", "snapshot", "message"]
+    list_display = ["time", "username", "client_ip", "action", "stage", "outcome", "vm_name", "snapshot", "message", "repeats"]
     list_filter = ["outcome", "stage", "action"]
     search_fields = ["username", "vm_name", "vm_uuid", "snapshot", "message", "request_id"]
+    readonly_fields = ["time", "prev_hash", "hash", "repeats"]
     date_hierarchy = "time"
     show_full_result_count = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("repeat")
 
 
 @admin.register(Operation)

@@ -95,7 +95,7 @@ def search(params, form: AuditFilter | None = None) -> QuerySet:
     form = form or AuditFilter(params)
     if not form.is_valid():
         raise Invalid(form.reason())
-    return form.apply(AuditEvent.objects.all()).order_by("-time", "-id")
+    return form.apply(AuditEvent.objects.select_related("repeat")).order_by("-time", "-id")
 
 
 # ---------------------------------------------------------------------------
@@ -115,6 +115,8 @@ CSV_COLUMNS = [
     "request_id",
     "message",
     "params",
+    "repeats",
+    "hash",
 ]
 
 
@@ -145,5 +147,7 @@ def csv_rows(queryset: QuerySet) -> Iterator[list[str]]:
                 event.request_id,
                 event.message,
                 json.dumps(event.params, sort_keys=True) if event.params else "",
+                event.repeats,
+                event.hash,
             )
         ]

@@ -38,8 +38,10 @@ class RequestIdMiddleware:
 
 
 def _audit_refused(request, message: str) -> None:
+    """One row per refusal; an anonymous one repeated within a minute is counted on it."""
     action = f"http.{request.method.lower()}"
-    audit.attempt(action, Actor.from_request(request), params={"path": request.path[:300]}).refused(403, message)
+    refusal = audit.attempt(action, Actor.from_request(request), params={"path": request.path[:300]})
+    refusal.refused(403, message, fold_repeats=True)
 
 
 def csrf_failure(request, reason: str = ""):

@@ -1,8 +1,10 @@
 """Operations (the API's Task resource and their history) and the append-only audit trail."""
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 ACTIVE = ("queued", "running")
 
@@ -108,7 +110,9 @@ class AuditQuerySet(models.QuerySet):
 
 class AuditEvent(models.Model):
     """One append-only line of the audit trail. Never edited, never deleted
-    (the model refuses, and database triggers refuse too)."""
+    (the model refuses, and database triggers refuse too), and hash-chained to the
+    line before it, so a line changed or taken out behind the triggers' back shows
+    (``audit.record`` writes the chain, ``manage.py audit verify`` checks it)."""
 
     class Outcome(models.TextChoices):
         SUCCESS = "success"
@@ -120,7 +124,8 @@ class AuditEvent(models.Model):
         RESULT = "result", "task result"
         EVENT = "event", "event"
 
-    time = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Set by audit.record before the row's hash is computed, as the hash covers it.
+    time = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
     # No database constraint: deleting a user must not touch the audit trail;
     # the frozen username tells who it was.
     user = models.ForeignKey(
@@ -140,6 +145,10 @@ class AuditEvent(models.Model):
         Operation, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="audit_events"
     )
     request_id = models.CharField(max_length=64, blank=True)
+    # Hex SHA-256: hash = sha256(prev_hash + the row's content), prev_hash = the hash of
+    # the row before (by id), or audit.GENESIS for the first.
+    prev_hash = models.CharField(max_length=64, blank=True, editable=False)
+    hash = models.CharField(max_length=64, blank=True, editable=False)
 
     objects = AuditQuerySet.as_manager()
 
@@ -156,3 +165,33 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("Audit events are append-only.")
+
+    @property
+    def repeats(self) -> int:
+        """How many identical refusals this row stands for: 1, or more for an anonymous
+        refusal repeated within a minute (``select_related("repeat")`` saves a query)."""
+        try:
+            return self.repeat.count
+        except ObjectDoesNotExist:
+            return 1
+
+
+class AuditRepeat(models.Model):
+    """The count of identical anonymous refusals (same address, request and answer)
+    that came within a minute of the audit row written for the first of them.
+
+    A counter beside the trail, not part of it: it changes as refusals come, so it is
+    neither append-only nor covered by the hash chain. The trail keeps one row a
+    minute for a flood instead of one per request (audit.record).
+    """
+
+    # No database constraint, like the trail's other references: audit rows are never
+    # deleted, so it could only add triggers of its own to the audit table.
+    event = models.OneToOneField(
+        AuditEvent, on_delete=models.DO_NOTHING, db_constraint=False, primary_key=True, related_name="repeat"
+    )
+    count = models.PositiveIntegerField(help_text="the refusals the row stands for, its own included")
+    last_seen = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.event_id} ×{self.count}"

@@ -33,6 +33,12 @@ class TaskSerializer(serializers.ModelSerializer):
 class AuditEventSerializer(serializers.ModelSerializer):
     task = serializers.IntegerField(source="operation_id", allow_null=True)
     user = serializers.CharField(source="username")
+    repeats = serializers.IntegerField(
+        read_only=True, help_text="identical anonymous refusals this row stands for (1, or more within a minute)"
+    )
+    hash = serializers.CharField(
+        read_only=True, help_text="SHA-256 of the previous event's hash and this event (manage.py audit verify)"
+    )
 
     class Meta:
         model = AuditEvent
@@ -51,4 +57,6 @@ class AuditEventSerializer(serializers.ModelSerializer):
             "message",
             "task",
             "request_id",
+            "repeats",
+            "hash",
         ]
