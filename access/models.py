@@ -1,10 +1,15 @@
-"""Roles and grants. The tables keep their first names (vms_role, vms_grant): they
-moved here from the vms app without a change in the database."""
+"""Roles and grants, and people's API tokens. The grant tables keep their first names
+(vms_role, vms_grant): they moved here from the vms app without a change in the database."""
+
+import hashlib
+import secrets
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 # Per-VM permissions, in the order the UI lists them.
 PERMISSIONS = (
@@ -70,3 +75,49 @@ class Grant(models.Model):
     @property
     def scope(self) -> str:
         return f"VM {self.vm_name or self.vm_uuid}" if self.vm_uuid else "all VMs"
+
+
+class ApiToken(models.Model):
+    """A person's named key for ``Authorization: Token <key>``, made on the API tokens page.
+
+    Only the key's SHA-256 is kept (the key is shown once, when made); ``prefix`` (its
+    first characters) tells tokens apart on the page and in the audit trail. A revoked
+    token keeps its row, so that using it answers "revoked" and not "invalid".
+    """
+
+    KEY_PREFIX = "vs_"
+    PREFIX_LENGTH = len(KEY_PREFIX) + 6
+    NAME_MAX_LENGTH = 100
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=NAME_MAX_LENGTH)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False, help_text="SHA-256 of the key, hex")
+    prefix = models.CharField(max_length=16, editable=False, help_text="The key's first characters, for display")
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    # Written at most once a minute per token (LAST_USED_EVERY in operations.authentication).
+    last_used = models.DateTimeField(null=True, blank=True, editable=False)
+    expires = models.DateTimeField(null=True, blank=True, help_text="Empty: never")
+    revoked = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        constraints = [
+            # A revoked token's name may be used again.
+            models.UniqueConstraint(fields=["user", "name"], condition=Q(revoked__isnull=True), name="unique_live_token_name"),
+            models.CheckConstraint(condition=~Q(name=""), name="token_name_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def new_key() -> str:
+        """A fresh key: recognisable by its prefix (secret scanners, our authentication), 256 random bits."""
+        return ApiToken.KEY_PREFIX + secrets.token_urlsafe(32)
+
+    @staticmethod
+    def hash_key(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        return self.expires is not None and self.expires <= (now or timezone.now())

@@ -160,7 +160,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: a 401 challenges with "WWW-Authenticate: Token", which no browser
         # answers with a login prompt whose credentials it would then send cross-site.
-        "rest_framework.authentication.TokenAuthentication",
+        "operations.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
         # Last, and never a challenge: Basic as scripts send it (operations/authentication.py).
         "operations.authentication.ScriptBasicAuthentication",

@@ -1,4 +1,6 @@
-"""HTTP Basic for the API as scripts use it, and never as a browser's cached login.
+"""The API's credentials: ``Authorization: Token <key>`` (people's named tokens and
+DRF's authtoken keys alike), and HTTP Basic as scripts use it, never as a browser's
+cached login.
 
 A 401 that challenges with ``WWW-Authenticate: Basic`` makes a browser ask for a
 password once and then send it with every request to this host, including the ones
@@ -11,13 +13,18 @@ the password is checked) a state-changing request that carries them from another
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
+from django.db.models import Q
+from django.utils import timezone
 from django.utils.http import is_same_domain
 from drf_spectacular.authentication import BasicScheme
 from rest_framework import authentication, exceptions
+
+from access.models import ApiToken
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE")
 
@@ -26,6 +33,52 @@ CROSS_SITE = (
     "cached credentials on any page's behalf. In a browser, log in on this site (the session is CSRF-checked); "
     "from a script, send 'Authorization: Token <key>' or Basic without an Origin header."
 )
+
+
+# A token's last use is written at most this often: a script's every request is no write.
+LAST_USED_EVERY = timedelta(minutes=1)
+MAKE_ANOTHER = "make a new one on the API tokens page (/tokens/)"
+
+
+class ApiTokenAuthentication(authentication.TokenAuthentication):
+    """``Authorization: Token <key>``: a person's token (``vs_…``, access.models.ApiToken:
+    named, kept hashed, may expire or be revoked), or a key of DRF's authtoken (one per
+    user, made in the Django admin), so scripts holding one keep working. Its 401s
+    challenge with ``Token`` (``authenticate_header``, inherited)."""
+
+    def authenticate_credentials(self, key):
+        if not key.startswith(ApiToken.KEY_PREFIX):
+            return super().authenticate_credentials(key)
+        token = ApiToken.objects.select_related("user").filter(key_hash=ApiToken.hash_key(key)).first()
+        if token is None:
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        now = timezone.now()
+        if token.revoked is not None:
+            raise exceptions.AuthenticationFailed(
+                f"This token ({token.prefix}…) was revoked on {_when(token.revoked)}: {MAKE_ANOTHER}."
+            )
+        if token.is_expired(now):
+            raise exceptions.AuthenticationFailed(
+                f"This token ({token.prefix}…) expired on {_when(token.expires)}: {MAKE_ANOTHER}."
+            )
+        if not token.user.is_active:
+            raise exceptions.AuthenticationFailed("This token's user account is disabled.")
+        _note_use(token, now)
+        return (token.user, token)
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _note_use(token: ApiToken, now: datetime) -> None:
+    """Set ``last_used``, unless it was set less than LAST_USED_EVERY ago (by this request's
+    read, or by a concurrent request: the update's condition decides)."""
+    if token.last_used is not None and now - token.last_used < LAST_USED_EVERY:
+        return
+    stale = Q(last_used__isnull=True) | Q(last_used__lte=now - LAST_USED_EVERY)
+    if ApiToken.objects.filter(stale, pk=token.pk).update(last_used=now):
+        token.last_used = now
 
 
 class ScriptBasicAuthentication(authentication.BasicAuthentication):

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from operations import audit_views, views
+from operations import audit_views, token_views, views
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
@@ -15,4 +15,10 @@ urlpatterns = [
 urlpatterns += [
     path("audit/", audit_views.audit_list, name="audit"),
     path("audit/export.csv", audit_views.audit_export, name="audit-export"),
+]
+
+
+urlpatterns += [
+    path("tokens/", token_views.token_list, name="token-list"),
+    path("tokens/<int:token_id>/revoke", token_views.token_revoke, name="token-revoke"),
 ]

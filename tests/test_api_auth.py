@@ -84,7 +84,7 @@ def test_no_page_asks_for_basic(client, admin_user):
 def test_basic_is_accepted_last_and_never_asked_for():
     classes = settings.REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"]
     assert classes == [
-        "rest_framework.authentication.TokenAuthentication",
+        "operations.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
         "operations.authentication.ScriptBasicAuthentication",
     ]
