@@ -41,8 +41,9 @@ POWER_ACTIONS = {
             "shut down VM",
             ("running", "blocked"),
             "shutoff",
-            "Ask the guest OS to shut down (ACPI) and wait up to `timeout` seconds; the task fails with the reason "
-            "if it does not (force it off then). 409 if the VM is not running.",
+            "Ask the guest OS to shut down (through its guest agent when one answers, else the ACPI power button) and "
+            "wait up to `timeout` seconds; the task fails with the reason if it does not (force it off then). 409 if "
+            "the VM is not running.",
         ),
         PowerAction(
             "poweroff",
@@ -58,7 +59,7 @@ POWER_ACTIONS = {
             "reboot VM",
             ("running", "blocked"),
             "running",
-            "Ask the guest OS to reboot (ACPI). 409 if the VM is not running.",
+            "Ask the guest OS to reboot (through its guest agent when one answers, else ACPI). 409 if the VM is not running.",
         ),
         PowerAction(
             "suspend",
@@ -153,15 +154,15 @@ def _run_power(op: Operation, progress: runner.Progress) -> str:
     state = hypervisor.vm_state(vm.uuid)
     if action == "reboot":
         return (
-            f"Asked the guest OS of {vm.name} to reboot (ACPI); it restarts by itself. A guest without an OS or "
-            "without ACPI support ignores the request: force it off, then start it."
+            f"Asked the guest OS of {vm.name} to reboot (guest agent, else ACPI); it restarts by itself. A guest without "
+            "an OS, or with neither a guest agent nor ACPI support, ignores the request: force it off, then start it."
         )
     done = {"start": "started", "poweroff": "forced off", "suspend": "paused", "resume": "resumed"}[action]
     return f"VM {vm.name} {done}; it is {state}."
 
 
 def _shutdown(vm: hypervisor.VMInfo, timeout: int, progress: runner.Progress) -> str:
-    progress(0, f"Asking the guest OS of {vm.name} to shut down (ACPI)")
+    progress(0, f"Asking the guest OS of {vm.name} to shut down (guest agent, else ACPI)")
     hypervisor.power(vm.uuid, "shutdown")
     began = time.monotonic()
     while True:
@@ -171,8 +172,9 @@ def _shutdown(vm: hypervisor.VMInfo, timeout: int, progress: runner.Progress) ->
             return f"VM {vm.name} shut down ({elapsed:.0f} s)."
         if elapsed >= timeout:
             raise Failed(
-                f"VM {vm.name} did not shut down within {timeout} s of the ACPI request (it is {state}): its guest OS "
-                "ignored the request or is still busy; a VM without an OS or without ACPI support never answers. "
+                f"VM {vm.name} did not shut down within {timeout} s of the request (it is {state}): its guest OS "
+                "ignored the request or is still busy; a VM without an OS, or with neither a guest agent nor ACPI "
+                "support, never answers. "
                 "Try again with a longer timeout, or force it off (like pulling the plug: unsaved data in the guest is lost)."
             )
         progress(int(100 * elapsed / timeout), f"Waiting for the guest OS to shut down: {elapsed:.0f} s of {timeout} s")
