@@ -41,6 +41,7 @@ test: venv hypervisor lint
 bench: setup
 	$(PY) bench/snapshot_create.py
 	$(PY) bench/tree_render.py
+	$(PY) bench/concurrency.py
 
 clean:
 	rm -rf $(VENV) staticfiles db.sqlite3* test-db.sqlite3*
