@@ -1,7 +1,9 @@
 """URL composition: the API under /api/, admin, and each app's pages. Nothing imports this."""
 
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path, re_path
+from django.utils.functional import lazy
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
@@ -19,6 +21,8 @@ urlpatterns = [
     # Roles and grants moved from the vms app to access: old admin bookmarks still work.
     re_path(r"^admin/vms/(?P<rest>(?:role|grant)/.*)$", RedirectView.as_view(url="/admin/access/%(rest)s", permanent=True)),
     path("admin/", admin.site.urls),
+    # Browsers ask for /favicon.ico whatever the page links: send them to the SVG one.
+    path("favicon.ico", RedirectView.as_view(url=lazy(static, str)("favicon.svg"), permanent=True)),
     path("", include("vms.urls")),
     path("", include("snapshots.urls")),
     path("", include("operations.urls")),

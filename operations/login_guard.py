@@ -18,7 +18,7 @@ Two locks, each until the oldest of the failures that set it is ``WINDOW`` old:
 While locked, the password is not even checked (a right one is refused too, or guessing
 would go on), the attempt leaves one ``denied`` audit row and does not count as a
 failure, and the answer says when to try again: the login form shows it as its error,
-the API answers 429 with Retry-After.
+and the login page and the API answer 429 with Retry-After.
 
 django-axes (which can key on username+IP) was weighed and not used: it has one failure
 limit for all its keys (no higher per-address limit), keeps its own editable copy of the
@@ -56,7 +56,10 @@ ADDRESS_MESSAGE = "Too many failed logins from this address; try again in {minut
 
 
 class LoginLocked(ValidationError):
-    """Shown by the login form as its error (AuthenticationForm lets a ValidationError through)."""
+    """Shown by the login form as its error (AuthenticationForm lets a ValidationError
+    through); the login page answers it 429 with Retry-After (operations.views.LoginView)."""
+
+    retry_after: float = 0.0  # seconds until the lock ends
 
 
 class APILoginLocked(Throttled):
@@ -134,4 +137,6 @@ class GuardedModelBackend(ModelBackend):
         # that signal's audit row would count as one more failure.
         if isinstance(request, Request):
             raise APILoginLocked(message, seconds)
-        raise LoginLocked(message, code="login_locked")
+        locked = LoginLocked(message, code="login_locked")
+        locked.retry_after = seconds
+        raise locked

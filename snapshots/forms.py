@@ -9,10 +9,12 @@ would never see, or that refusal would go unaudited.
 from django import forms
 
 from core.errors import AppError
+from core.names import SNAPSHOT_NAME
 
 
 class SnapshotForm(forms.Form):
-    name = forms.CharField(required=False, label="Name")
+    # The help says the rule the service enforces, in the words of its error message.
+    name = forms.CharField(required=False, label="Name", help_text=f"Use {SNAPSHOT_NAME.text}.")
     description = forms.CharField(required=False, strip=False, label="Description", widget=forms.Textarea(attrs={"rows": 2}))
 
     def show_error(self, exc: AppError) -> None:

@@ -62,9 +62,11 @@ def test_five_failures_lock_the_account_from_that_address(client, make_user):
     for _ in range(login_guard.LIMIT_PER_ACCOUNT):
         page = login(client, "bob", "guess")
         assert page.status_code == 200 and LOCKED not in page.content.decode()
-    # Locked: even the right password is refused, with the reason and when to come back.
+    # Locked: even the right password is refused, with the reason and when to come back,
+    # and 429 with Retry-After, as over HTTP Basic.
     page = login(client, "bob")
-    assert page.status_code == 200
+    assert page.status_code == 429
+    assert 14 * 60 < int(page["Retry-After"]) <= 15 * 60
     html = page.content.decode()
     assert LOCKED in html and "15 minutes" in html
     assert "_auth_user_id" not in client.session
@@ -117,7 +119,7 @@ def test_many_accounts_from_one_address_lock_the_address(make_user):
     login(attacker, "one-too-many", "guess")
     # The per-address throttle: every account, even one that never failed, from this address.
     page = login(attacker, "fay")
-    assert page.status_code == 200 and ADDRESS_LOCKED in page.content.decode()
+    assert page.status_code == 429 and ADDRESS_LOCKED in page.content.decode()
     assert AuditEvent.objects.get(action="login", outcome="denied").params["lock"] == "address"
     # Fay, from her own address, is not locked out.
     assert login(Client(REMOTE_ADDR="198.51.100.2"), "fay").status_code == 302

@@ -85,6 +85,7 @@ ENDPOINTS = [
     Endpoint("page vm", "GET", "/vms/{vm}/", "view"),
     Endpoint("page history", "GET", "/vms/{vm}/history", "view"),
     Endpoint("page tasks", "GET", "/tasks/", ANYONE),
+    Endpoint("page api tokens", "GET", "/tokens/", ANYONE),
     Endpoint("page task", "GET", "/tasks/{task}/", "view"),
     # Without htmx, the progress bar's URL only redirects to the task page (which checks).
     Endpoint("page task progress", "GET", "/tasks/{task}/progress/", ANYONE, 302),
@@ -227,9 +228,11 @@ def _routes(patterns, prefix=""):
 NOT_IN_MATRIX = {
     "/login/": "logging in itself: tests/test_login.py",
     "/logout/": "logging out: anyone may",
+    "/favicon.ico": "a redirect to the static icon, for anyone: tests/test_pages.py",
     "/grants/add": "admin only, audited when refused: tests/vms/test_grants.py",
     "/grants/{id}/remove": "admin only, audited when refused: tests/vms/test_grants.py",
     "/api/tasks/{task}/cancel": "the requester or an admin, not a role: tests/operations/test_cancel.py",
+    "/tokens/<int:token_id>/revoke": "one's own tokens only, not a role: tests/test_tokens.py",
 }
 
 

@@ -109,7 +109,7 @@ def _explain(exc, context, response) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Django's error views (config/urls.py): JSON under /api/, the usual pages elsewhere
+# Django's error views (config/urls.py): JSON under /api/, pages elsewhere (the app's own 404)
 
 
 def is_api(request) -> bool:
@@ -132,7 +132,9 @@ def bad_request(request, exception=None):
 
 def page_not_found(request, exception=None):
     if not is_api(request):
-        return defaults.page_not_found(request, exception)
+        # The app's own page, as a VM or snapshot that is not there gets (HypervisorErrorMiddleware).
+        reason = f"There is no page at {request.path}: check the address, or start from the VMs."
+        return render(request, "error.html", {"status": 404, "reason": reason}, status=404)
     return _json(
         404,
         f"There is no API URL {request.path!r}: see /api/docs/ for the URLs (no trailing slash; task ids are numbers).",

@@ -198,15 +198,33 @@
   const timeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
   const clockFormat = new Intl.DateTimeFormat(undefined, { timeStyle: "medium" });
 
-  function localTimes(root) {
-    root.querySelectorAll("time[datetime]").forEach(function (el) {
-      const date = new Date(el.getAttribute("datetime"));
-      if (isNaN(date)) return;
+  // Until an element is marked data-local the stylesheet keeps it hidden, so the
+  // server's zone never shows, not even for the frame between a swap and htmx's load.
+  function localTime(el) {
+    const date = new Date(el.getAttribute("datetime"));
+    if (!isNaN(date)) {
       const clockOnly = el.closest(".task-title");
       el.textContent = (clockOnly ? clockFormat : timeFormat).format(date);
       el.title = el.getAttribute("datetime");
-    });
+    }
+    el.dataset.local = "";
   }
+
+  function localTimes(root) {
+    if (root.matches && root.matches("time[datetime]:not([data-local])")) localTime(root);
+    root.querySelectorAll("time[datetime]:not([data-local])").forEach(localTime);
+  }
+
+  // Every <time> the page gains (an htmx swap, a poll) is rewritten before it is painted:
+  // mutation observers run before the browser draws the next frame.
+  new MutationObserver(function (mutations) {
+    for (const mutation of mutations) {
+      for (const node of mutation.addedNodes) {
+        if (node.nodeType === Node.ELEMENT_NODE) localTimes(node);
+      }
+    }
+  }).observe(document.documentElement, { childList: true, subtree: true });
+  localTimes(document);
 
   // --- The confirmation dialog: filled by htmx, then opened ---
 
